@@ -1,0 +1,75 @@
+"""The exception tree of trioswap, written down once.
+
+    TrioswapError
+    ├── ConfigError          the config file is invalid; carries every problem with file:line and key
+    ├── ModelNotFound        a request named a model the config does not know
+    ├── ModelStartError      a model server exited or never became healthy; carries its last log lines
+    ├── UpstreamError        talking to a running model server failed (connect, read, protocol)
+    ├── TooManyRequests      a model's concurrencyLimit is reached
+    └── ShuttingDown         trioswap is stopping and takes no new work
+
+Foreign errors (httpcore, yaml, OSError from spawning) are translated into these at one boundary each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TrioswapError(Exception):
+    """Base of every error trioswap raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(TrioswapError):
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ModelNotFound(TrioswapError):
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(f"model {model!r} is not in the config (see GET /v1/models)")
+
+
+class ModelStartError(TrioswapError):
+    def __init__(self, model: str, reason: str, log_tail: list[str] | None = None) -> None:
+        self.model = model
+        self.reason = reason
+        self.log_tail = log_tail or []
+        text = f"model {model!r} failed to start: {reason}"
+        if self.log_tail:
+            text += "\nlast log lines:\n" + "\n".join(self.log_tail)
+        super().__init__(text)
+
+
+class UpstreamError(TrioswapError):
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.reason = reason
+        super().__init__(f"upstream of model {model!r}: {reason}")
+
+
+class TooManyRequests(TrioswapError):
+    def __init__(self, model: str, limit: int) -> None:
+        self.model = model
+        super().__init__(
+            f"model {model!r} already serves {limit} requests (its concurrencyLimit); retry later"
+        )
+
+
+class ShuttingDown(TrioswapError):
+    def __init__(self) -> None:
+        super().__init__("trioswap is shutting down")
