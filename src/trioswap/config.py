@@ -102,17 +102,23 @@ def load(path: str | Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), None, "", f"cannot read: {exc.strerror}")]) from None
+        raise ConfigError(
+            [ConfigProblem(str(path), None, "", f"cannot read: {exc.strerror}")]
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(str(path), None, "", "not UTF-8 text")]) from None
     return loads(text, str(path))
 
 
-def loads(text: str, filename: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+def loads(
+    text: str, filename: str = "<config>", environ: Mapping[str, str] | None = None
+) -> Config:
     try:
         root = parse(text)
     except YamlError as exc:
-        raise ConfigError([ConfigProblem(filename, exc.line, "", f"invalid YAML: {exc.message}")]) from None
+        raise ConfigError(
+            [ConfigProblem(filename, exc.line, "", f"invalid YAML: {exc.message}")]
+        ) from None
     reader = _Reader(filename, os.environ if environ is None else environ)
     config = reader.read_config(root)
     if reader.problems or config is None:
@@ -243,7 +249,9 @@ class _Reader:
 
     # -- typed access ---------------------------------------------------------------------
 
-    def mapping(self, node: Node | None, key: str, allowed: tuple[str, ...] | None) -> dict[str, Node]:
+    def mapping(
+        self, node: Node | None, key: str, allowed: tuple[str, ...] | None
+    ) -> dict[str, Node]:
         if node is None or node.value is None:
             return {}
         if not isinstance(node.value, dict):
@@ -271,7 +279,7 @@ class _Reader:
         value = node.value
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             expected = " or ".join(_TYPE_NAMES[k] for k in kinds)
             self.problem(node.line, key, f"must be {expected}, not {_kind(value)}")
             return default
@@ -318,9 +326,13 @@ class _Reader:
         """Substitute `${...}` in strings (recursively in lists and mappings). A string that is
         exactly one macro takes the macro's own type."""
         if isinstance(value, dict):
-            return {k: self.expand(v, macros, line, f"{key}.{k}", allow_pid) for k, v in value.items()}
+            return {
+                k: self.expand(v, macros, line, f"{key}.{k}", allow_pid) for k, v in value.items()
+            }
         if isinstance(value, list):
-            return [self.expand(v, macros, line, f"{key}[{i}]", allow_pid) for i, v in enumerate(value)]
+            return [
+                self.expand(v, macros, line, f"{key}[{i}]", allow_pid) for i, v in enumerate(value)
+            ]
         if not isinstance(value, str) or "${" not in value:
             return value
         whole = _MACRO.fullmatch(value)
@@ -350,7 +362,9 @@ class _Reader:
         if name.startswith("env."):
             var = name[4:]
             if var not in self.environ:
-                self.problem(line, key, f"environment variable {var!r} is not set (used as ${{{name}}})")
+                self.problem(
+                    line, key, f"environment variable {var!r} is not set (used as ${{{name}}})"
+                )
                 return None
             return self.environ[var]
         if name not in macros:
@@ -373,14 +387,18 @@ class _Reader:
         if not isinstance(root.value, dict):
             return None
         positive = _at_least(0.001)
-        hc_timeout = self.scalar(top, "healthCheckTimeout", "healthCheckTimeout", (float,), 120.0, positive)
-        start_port = self.scalar(
-            top, "startPort", "startPort", (int,), 5800, _port_range_check
+        hc_timeout = self.scalar(
+            top, "healthCheckTimeout", "healthCheckTimeout", (float,), 120.0, positive
         )
+        start_port = self.scalar(top, "startPort", "startPort", (int,), 5800, _port_range_check)
         log_level = self.scalar(top, "logLevel", "logLevel", (str,), "info", _one_of(LOG_LEVELS))
         global_ttl = self.scalar(top, "globalTTL", "globalTTL", (float,), 0.0, _at_least(0))
-        unload_timeout = self.scalar(top, "unloadTimeout", "unloadTimeout", (float,), 10.0, _at_least(0))
-        include_aliases = self.scalar(top, "includeAliasesInList", "includeAliasesInList", (bool,), False)
+        unload_timeout = self.scalar(
+            top, "unloadTimeout", "unloadTimeout", (float,), 10.0, _at_least(0)
+        )
+        include_aliases = self.scalar(
+            top, "includeAliasesInList", "includeAliasesInList", (bool,), False
+        )
         send_loading = self.scalar(top, "sendLoadingState", "sendLoadingState", (bool,), False)
         global_macros = self.read_macros(top.get("macros"), "macros")
         api_keys = tuple(
@@ -401,7 +419,12 @@ class _Reader:
         models: dict[str, ModelConfig] = {}
         for model_id, node in model_nodes.items():
             model = self.read_model(
-                model_id, node, global_macros, port_of.get(model_id), unload_timeout, global_ttl,
+                model_id,
+                node,
+                global_macros,
+                port_of.get(model_id),
+                unload_timeout,
+                global_ttl,
                 send_loading,
             )
             if model is not None:
@@ -451,7 +474,9 @@ class _Reader:
         cmd_node = m.get("cmd")
         if cmd_node is None or not isinstance(cmd_node.value, str) or not cmd_node.value.strip():
             line = cmd_node.line if cmd_node else node.line
-            self.problem(line, f"{key}.cmd", "required: the command that starts this model's server")
+            self.problem(
+                line, f"{key}.cmd", "required: the command that starts this model's server"
+            )
             cmd: tuple[str, ...] = ()
         else:
             cmd = self.command(cmd_node, macros, f"{key}.cmd", allow_pid=False)
@@ -466,15 +491,24 @@ class _Reader:
         proxy_line = m["proxy"].line if "proxy" in m else node.line
         proxy = str(self.expand(proxy_raw, macros, proxy_line, f"{key}.proxy")).rstrip("/")
         if not re.match(r"^https?://[^/\s]+", proxy):
-            self.problem(proxy_line, f"{key}.proxy", f"must be an http:// or https:// URL, not {proxy!r}")
+            self.problem(
+                proxy_line, f"{key}.proxy", f"must be an http:// or https:// URL, not {proxy!r}"
+            )
 
         check = self.scalar(m, "checkEndpoint", f"{key}.checkEndpoint", (str,), "/health")
-        check = str(self.expand(check, macros, _line(m, "checkEndpoint", node), f"{key}.checkEndpoint"))
+        check = str(
+            self.expand(check, macros, _line(m, "checkEndpoint", node), f"{key}.checkEndpoint")
+        )
         check_endpoint = None if check.strip().lower() == "none" else "/" + check.lstrip("/")
 
         ttl = self.scalar(m, "ttl", f"{key}.ttl", (float,), global_ttl, _at_least(0))
         unload_timeout = self.scalar(
-            m, "unloadTimeout", f"{key}.unloadTimeout", (float,), default_unload_timeout, _at_least(0)
+            m,
+            "unloadTimeout",
+            f"{key}.unloadTimeout",
+            (float,),
+            default_unload_timeout,
+            _at_least(0),
         )
         aliases = tuple(a for a, _ in self.string_list(m, "aliases", f"{key}.aliases"))
         env: dict[str, str] = {}
@@ -512,14 +546,21 @@ class _Reader:
                 m, "concurrencyLimit", f"{key}.concurrencyLimit", (int,), 0, _at_least(0)
             ),
             truncation_mode=self.scalar(
-                m, "truncationMode", f"{key}.truncationMode", (str,), None, _one_of(TRUNCATION_MODES)
+                m,
+                "truncationMode",
+                f"{key}.truncationMode",
+                (str,),
+                None,
+                _one_of(TRUNCATION_MODES),
             ),
             send_loading_state=self.scalar(
                 m, "sendLoadingState", f"{key}.sendLoadingState", (bool,), default_send_loading
             ),
         )
 
-    def command(self, node: Node, macros: Mapping[str, Any], key: str, allow_pid: bool) -> tuple[str, ...]:
+    def command(
+        self, node: Node, macros: Mapping[str, Any], key: str, allow_pid: bool
+    ) -> tuple[str, ...]:
         lines = []
         for raw in str(node.value).splitlines():
             stripped = raw.strip()
@@ -541,7 +582,9 @@ class _Reader:
         strip: list[str] = []
         if (strip_node := f.get("stripParams")) is not None and strip_node.value is not None:
             if isinstance(strip_node.value, str):
-                text = str(self.expand(strip_node.value, macros, strip_node.line, f"{key}.stripParams"))
+                text = str(
+                    self.expand(strip_node.value, macros, strip_node.line, f"{key}.stripParams")
+                )
                 strip = [p.strip() for p in text.split(",") if p.strip()]
             else:
                 strip = [s for s, _ in self.string_list(f, "stripParams", f"{key}.stripParams")]
@@ -555,12 +598,17 @@ class _Reader:
             f"{key}.setParams",
         )
         if "model" in set_params:
-            self.problem(set_params_node.line if set_params_node else None, f"{key}.setParams.model",
-                         "use useModelName to change the model name sent upstream")
+            self.problem(
+                set_params_node.line if set_params_node else None,
+                f"{key}.setParams.model",
+                "use useModelName to change the model name sent upstream",
+            )
             set_params.pop("model")
         return Filters(strip_params=tuple(strip), set_params=set_params)
 
-    def check_aliases(self, models: Mapping[str, ModelConfig], nodes: Mapping[str, Node]) -> dict[str, str]:
+    def check_aliases(
+        self, models: Mapping[str, ModelConfig], nodes: Mapping[str, Node]
+    ) -> dict[str, str]:
         aliases: dict[str, str] = {}
         for model in models.values():
             line = _line(self.mapping(nodes[model.id], "", None), "aliases", nodes[model.id])
@@ -569,12 +617,16 @@ class _Reader:
                 if alias in models:
                     self.problem(line, key, f"alias {alias!r} is already a model id")
                 elif alias in aliases:
-                    self.problem(line, key, f"alias {alias!r} is also an alias of {aliases[alias]!r}")
+                    self.problem(
+                        line, key, f"alias {alias!r} is also an alias of {aliases[alias]!r}"
+                    )
                 else:
                     aliases[alias] = model.id
         return aliases
 
-    def read_groups(self, node: Node | None, model_nodes: Mapping[str, Node]) -> dict[str, GroupConfig]:
+    def read_groups(
+        self, node: Node | None, model_nodes: Mapping[str, Node]
+    ) -> dict[str, GroupConfig]:
         groups: dict[str, GroupConfig] = {}
         owner: dict[str, str] = {}
         for group_id, gnode in self.mapping(node, "groups", None).items():
@@ -584,10 +636,15 @@ class _Reader:
             for i, (member, line) in enumerate(self.string_list(g, "members", f"{key}.members")):
                 where = f"{key}.members[{i}]"
                 if member not in model_nodes:
-                    self.problem(line, where, f"unknown model {member!r}"
-                                 + _did_you_mean(member, list(model_nodes)))
+                    self.problem(
+                        line,
+                        where,
+                        f"unknown model {member!r}" + _did_you_mean(member, list(model_nodes)),
+                    )
                 elif member in owner:
-                    self.problem(line, where, f"model {member!r} is already in group {owner[member]!r}")
+                    self.problem(
+                        line, where, f"model {member!r} is already in group {owner[member]!r}"
+                    )
                 else:
                     owner[member] = group_id
                     members.append(member)
@@ -608,11 +665,16 @@ class _Reader:
         hooks = self.mapping(node, "hooks", ("on_startup",))
         startup = self.mapping(hooks.get("on_startup"), "hooks.on_startup", ("preload",))
         out = []
-        for i, (name, line) in enumerate(self.string_list(startup, "preload", "hooks.on_startup.preload")):
+        for i, (name, line) in enumerate(
+            self.string_list(startup, "preload", "hooks.on_startup.preload")
+        ):
             target = name if name in models else aliases.get(name)
             if target is None:
-                self.problem(line, f"hooks.on_startup.preload[{i}]", f"unknown model {name!r}"
-                             + _did_you_mean(name, list(models)))
+                self.problem(
+                    line,
+                    f"hooks.on_startup.preload[{i}]",
+                    f"unknown model {name!r}" + _did_you_mean(name, list(models)),
+                )
             else:
                 out.append(target)
         return tuple(out)

@@ -6,7 +6,9 @@
     ├── ModelStartError      a model server exited or never became healthy; carries its last log lines
     ├── UpstreamError        talking to a running model server failed (connect, read, protocol)
     ├── TooManyRequests      a model's concurrencyLimit is reached
-    └── ShuttingDown         trioswap is stopping and takes no new work
+    ├── ShuttingDown         trioswap is stopping and takes no new work
+    ├── BadRequest           the client's request cannot be understood
+    └── Unauthorized         apiKeys are set and the request carries none of them
 
 Foreign errors (httpcore, yaml, OSError from spawning) are translated into these at one boundary each.
 """
@@ -73,3 +75,15 @@ class TooManyRequests(TrioswapError):
 class ShuttingDown(TrioswapError):
     def __init__(self) -> None:
         super().__init__("trioswap is shutting down")
+
+
+class BadRequest(TrioswapError):
+    """The client's request cannot be understood (malformed JSON, no model named)."""
+
+
+class Unauthorized(TrioswapError):
+    def __init__(self) -> None:
+        super().__init__(
+            "missing or invalid API key: send 'Authorization: Bearer <key>', 'x-api-key: <key>' "
+            "or HTTP Basic auth with the key as password"
+        )

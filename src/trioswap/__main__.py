@@ -1,0 +1,5 @@
+import sys
+
+from trioswap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""Builds the object graph (supervisor, pipelines, web) and owns the root nursery."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+
+import httpcore
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from trioswap.config import Config
+from trioswap.observe.logs import HubHandler, LogHub
+from trioswap.pipeline.loader import load_routes
+from trioswap.pipeline.stage import StageContext
+from trioswap.supervisor import Supervisor
+from trioswap.web.asgi import ProxyApp
+from trioswap.web.control import create_control_app
+
+log = logging.getLogger("trioswap")
+
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+UPSTREAM_CONNECTIONS = 256
+KEEPALIVE_EXPIRY = 30.0
+
+
+def setup_logging(level: str, logs: LogHub) -> None:
+    root = logging.getLogger("trioswap")
+    root.setLevel(LOG_LEVELS[level])
+    root.propagate = False
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for handler in (logging.StreamHandler(sys.stderr), HubHandler(logs)):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+
+
+def bind_listener(listen: str) -> socket.socket:
+    """Bind HOST:PORT ourselves, so a bad address is one clear error before anything starts."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"--listen takes HOST:PORT, not {listen!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, int(port_text), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def run(
+    config: Config,
+    listener: socket.socket,
+    logs: LogHub,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled or until SIGINT/SIGTERM; then stop every model server."""
+    supervisor = Supervisor(config, logs)
+    hypercorn_config = HypercornConfig()
+    hypercorn_config.bind = [f"fd://{listener.detach()}"]
+    hypercorn_config.accesslog = None
+    hypercorn_config.errorlog = logging.getLogger("trioswap.http")
+    hypercorn_config.keep_alive_timeout = 75
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with (
+            httpcore.AsyncConnectionPool(
+                max_connections=UPSTREAM_CONNECTIONS,
+                max_keepalive_connections=UPSTREAM_CONNECTIONS,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ) as pool,
+            trio.open_nursery() as nursery,
+        ):
+            await nursery.start(supervisor.run)
+            context = StageContext(config=config, supervisor=supervisor, upstream_pool=pool)
+            app = ProxyApp(load_routes(context), create_control_app(config, supervisor, logs))
+            binds = await nursery.start(serve, app, hypercorn_config)
+            task_status.started(binds)
+            async for signum in signals:
+                log.info("received %s; stopping model servers", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break

@@ -1,0 +1,122 @@
+"""Command line: `trioswap [--config FILE] [--listen HOST:PORT]` and `trioswap validate FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import zipfile
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import trio
+
+from trioswap import __version__
+from trioswap.config import Config, load, redacted
+from trioswap.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def demo_config_path() -> Path:
+    with resources.as_file(resources.files("trioswap") / "config" / "demo.yaml") as path:
+        return Path(path)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="trioswap",
+        description="A model-swapping proxy for local LLM servers.",
+        epilog="With no --config, serves the bundled demo config.",
+    )
+    parser.add_argument("--version", action="version", version=f"trioswap {__version__}")
+    parser.add_argument("--config", "-c", help="YAML config file (llama-swap format)")
+    parser.add_argument("--listen", "-l", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warn", "error"), help="overrides logLevel"
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("responder", help="run the bundled test/demo upstream server (see --help)")
+    validate = sub.add_parser("validate", help="check a config; print it resolved or its errors")
+    validate.add_argument("file", help="YAML config file")
+    return parser.parse_args(argv)
+
+
+def self_command() -> str:
+    """How a child process runs this trioswap: configs use it as ${env.TRIOSWAP_SELF}."""
+    argv0 = sys.argv[0]
+    if argv0.endswith(".pyz") and zipfile.is_zipfile(argv0):
+        return shlex.join([sys.executable, str(Path(argv0).resolve())])
+    return shlex.join([sys.executable, "-m", "trioswap"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["responder"]:
+        from trioswap.responder import main as responder_main
+
+        return responder_main(argv[1:]) or 0
+    os.environ.setdefault("TRIOSWAP_SELF", self_command())
+    args = parse_args(argv)
+    if args.command == "validate":
+        return _validate(args.file)
+    path = args.config or demo_config_path()
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        print(f"trioswap: invalid config\n{exc}", file=sys.stderr)
+        return 1
+    if args.log_level:
+        config = _with_log_level(config, args.log_level)
+    return trio.run(_serve, config, args.listen, args.config is None)
+
+
+def _validate(file: str) -> int:
+    try:
+        config = load(file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(redacted(config), indent=2))
+    return 0
+
+
+def _with_log_level(config: Config, level: str) -> Config:
+    return replace(config, log_level=level)
+
+
+async def _serve(config: Config, listen: str, demo: bool) -> int:
+    # Imported here so `trioswap validate` and `--version` don't pay for the web stack.
+    from trioswap.app import bind_listener, run, setup_logging
+    from trioswap.observe.logs import LogHub
+
+    try:
+        listener = bind_listener(listen)
+    except (OSError, ValueError) as exc:
+        print(f"trioswap: cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}",
+              file=sys.stderr)
+        return 1
+    logs = LogHub()
+    setup_logging(config.log_level, logs)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(run, config, listener, logs)
+        url = binds[0]
+        print(f"trioswap listening on {url}", flush=True)
+        if demo:
+            print(_demo_hint(url, config), flush=True)
+    return 0
+
+
+def _demo_hint(url: str, config: Config) -> str:
+    first = next(iter(config.models))
+    return (
+        f"Serving the bundled demo config ({len(config.models)} models). Try:\n"
+        f"  curl {url}/v1/models\n"
+        f"  curl {url}/v1/chat/completions -H 'content-type: application/json' "
+        f'-d \'{{"model": "{first}", "messages": [{{"role": "user", "content": "hi"}}]}}\'\n'
+        f"  curl {url}/running\n"
+        "Use --config FILE for your own models (see config/example.yaml)."
+    )

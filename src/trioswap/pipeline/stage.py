@@ -1,0 +1,28 @@
+"""What a stage is, and what stages are built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpcore
+
+from trioswap.config import Config
+from trioswap.pipeline.exchange import Exchange
+from trioswap.supervisor import Supervisor
+
+
+class Stage(Protocol):
+    async def __call__(self, exchange: Exchange) -> bool:
+        """Do this stage's part; return True when the response has been sent and the
+        pipeline is done."""
+        ...
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """The dependencies a stage may take at construction."""
+
+    config: Config
+    supervisor: Supervisor
+    upstream_pool: httpcore.AsyncConnectionPool

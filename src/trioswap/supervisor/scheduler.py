@@ -1,0 +1,268 @@
+"""Who may run when: the synchronous heart of the supervisor.
+
+Every method is a plain `def` called by the one router task, so nothing interleaves inside them
+and no locks exist. The scheduler acts on the world only through `Effects`; slow work (starting,
+stopping) happens elsewhere and comes back as another call.
+
+One *operation* runs at a time: stop the models a target conflicts with (after their in-flight
+requests finish), then start the target — or, for an unload, only the stopping. While an operation
+waits to stop a model, new requests for that model queue behind it, so a swap is never starved.
+Pending requests are served in arrival order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from trioswap.config import ModelConfig
+from trioswap.errors import ModelStartError, ShuttingDown, TooManyRequests, TrioswapError
+from trioswap.supervisor.eviction import GroupRules, evict_for
+
+RequestId = int
+
+
+class ModelState(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    FAILED = "failed"
+    SHUTDOWN = "shutdown"
+
+
+class Effects(Protocol):
+    def grant(self, request: RequestId, model: str) -> None: ...
+    def fail(self, request: RequestId, error: TrioswapError) -> None: ...
+    def start(self, model: str) -> None: ...
+    def stop(self, model: str) -> None: ...
+    def transition(self, model: str, old: ModelState, new: ModelState) -> None: ...
+
+
+@dataclass
+class _Slot:
+    config: ModelConfig
+    state: ModelState = ModelState.STOPPED
+    in_flight: int = 0
+    idle_since: float = 0.0
+    last_error: str | None = None
+
+
+@dataclass
+class _Pending:
+    request: RequestId
+    model: str
+
+
+@dataclass
+class _Unload:
+    models: frozenset[str] | None  # None: every running model
+
+
+@dataclass
+class _Operation:
+    target: str | None
+    evict: set[str]
+    starting: bool = False
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    state: ModelState
+    in_flight: int
+    waiting: int
+    last_error: str | None
+
+
+@dataclass
+class Scheduler:
+    models: Mapping[str, ModelConfig]
+    rules: GroupRules
+    effects: Effects
+    _slots: dict[str, _Slot] = field(init=False)
+    _queue: deque[_Pending | _Unload] = field(init=False, default_factory=deque)
+    _granted: dict[RequestId, str] = field(init=False, default_factory=dict)
+    _operation: _Operation | None = field(init=False, default=None)
+    _closed: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self._slots = {model_id: _Slot(cfg) for model_id, cfg in self.models.items()}
+
+    # -- events ---------------------------------------------------------------------------
+
+    def on_request(self, request: RequestId, model: str, now: float) -> None:
+        if self._closed:
+            self.effects.fail(request, ShuttingDown())
+            return
+        self._queue.append(_Pending(request, model))
+        self._advance(now)
+
+    def on_release(self, request: RequestId, now: float) -> None:
+        """A request finished, or was cancelled before or after its grant."""
+        model = self._granted.pop(request, None)
+        if model is None:
+            self._drop_pending(request)
+        else:
+            slot = self._slots[model]
+            slot.in_flight -= 1
+            if slot.in_flight == 0:
+                slot.idle_since = now
+        self._advance(now)
+
+    def on_start_done(self, model: str, error: ModelStartError | None, now: float) -> None:
+        slot = self._slots[model]
+        self._operation = None
+        if error is None:
+            slot.last_error = None
+            slot.idle_since = now
+            self._set(model, ModelState.READY)
+        else:
+            slot.last_error = str(error)
+            self._set(model, ModelState.FAILED)
+            for item in [p for p in self._queue if isinstance(p, _Pending) and p.model == model]:
+                self._queue.remove(item)
+                self.effects.fail(item.request, error)
+        self._advance(now)
+
+    def on_stop_done(self, model: str, now: float) -> None:
+        self._set(model, ModelState.STOPPED)
+        if self._operation is not None:
+            self._operation.evict.discard(model)
+        self._advance(now)
+
+    def on_exited(self, model: str, reason: str, now: float) -> None:
+        """A ready model server died on its own. Its in-flight requests fail on their own
+        connections; the next request starts it again."""
+        slot = self._slots[model]
+        if slot.state is ModelState.READY:
+            slot.last_error = reason
+            self._set(model, ModelState.FAILED)
+            if self._operation is not None:
+                self._operation.evict.discard(model)
+        self._advance(now)
+
+    def on_unload(self, models: Iterable[str] | None, now: float) -> None:
+        self._queue.append(_Unload(None if models is None else frozenset(models)))
+        self._advance(now)
+
+    def on_tick(self, now: float) -> None:
+        self._advance(now)
+
+    def on_shutdown(self) -> None:
+        self._closed = True
+        for item in self._queue:
+            if isinstance(item, _Pending):
+                self.effects.fail(item.request, ShuttingDown())
+        self._queue.clear()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When the next ttl expires, if one can act now."""
+        if self._operation is not None or self._closed:
+            return None
+        deadlines = [
+            slot.idle_since + slot.config.ttl
+            for slot in self._slots.values()
+            if slot.state is ModelState.READY and slot.in_flight == 0 and slot.config.ttl > 0
+        ]
+        return min(deadlines, default=None)
+
+    def statuses(self) -> dict[str, ModelStatus]:
+        waiting: dict[str, int] = {}
+        for item in self._queue:
+            if isinstance(item, _Pending):
+                waiting[item.model] = waiting.get(item.model, 0) + 1
+        return {
+            model_id: ModelStatus(
+                slot.state, slot.in_flight, waiting.get(model_id, 0), slot.last_error
+            )
+            for model_id, slot in self._slots.items()
+        }
+
+    # -- the decision -----------------------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        # An operation with nothing left to stop and nothing to start ends at once; then the
+        # next one may begin.
+        while True:
+            self._grant_ready()
+            if self._operation is None:
+                self._operation = self._next_operation(now)
+                if self._operation is None:
+                    return
+            self._progress(self._operation)
+            if self._operation is not None:
+                return
+
+    def _grant_ready(self) -> None:
+        evicting = self._operation.evict if self._operation else set()
+        kept: deque[_Pending | _Unload] = deque()
+        for item in self._queue:
+            if isinstance(item, _Pending) and item.model not in evicting:
+                slot = self._slots[item.model]
+                if slot.state is ModelState.READY:
+                    limit = slot.config.concurrency_limit
+                    if limit and slot.in_flight >= limit:
+                        self.effects.fail(item.request, TooManyRequests(item.model, limit))
+                    else:
+                        slot.in_flight += 1
+                        self._granted[item.request] = item.model
+                        self.effects.grant(item.request, item.model)
+                    continue
+            kept.append(item)
+        self._queue = kept
+
+    def _running(self) -> set[str]:
+        active = (ModelState.READY, ModelState.STARTING)
+        return {m for m, slot in self._slots.items() if slot.state in active}
+
+    def _next_operation(self, now: float) -> _Operation | None:
+        for item in self._queue:
+            if isinstance(item, _Unload):
+                self._queue.remove(item)
+                running = self._running()
+                return _Operation(None, running if item.models is None else running & item.models)
+            if self._slots[item.model].state in (ModelState.STOPPED, ModelState.FAILED):
+                return _Operation(item.model, evict_for(item.model, self._running(), self.rules))
+        expired = {
+            m
+            for m, slot in self._slots.items()
+            if slot.state is ModelState.READY
+            and slot.in_flight == 0
+            and slot.config.ttl > 0
+            and now >= slot.idle_since + slot.config.ttl
+        }
+        return _Operation(None, expired) if expired else None
+
+    def _progress(self, op: _Operation) -> None:
+        for model in sorted(op.evict):
+            slot = self._slots[model]
+            if slot.state in (ModelState.STOPPED, ModelState.FAILED):
+                op.evict.discard(model)
+            elif slot.state is ModelState.READY and slot.in_flight == 0:
+                self._set(model, ModelState.STOPPING)
+                self.effects.stop(model)
+        if op.evict or op.starting:
+            return
+        if op.target is None:
+            self._operation = None
+            return
+        op.starting = True
+        self._set(op.target, ModelState.STARTING)
+        self.effects.start(op.target)
+
+    def _drop_pending(self, request: RequestId) -> None:
+        for item in self._queue:
+            if isinstance(item, _Pending) and item.request == request:
+                self._queue.remove(item)
+                return
+
+    def _set(self, model: str, state: ModelState) -> None:
+        slot = self._slots[model]
+        if slot.state is not state:
+            old, slot.state = slot.state, state
+            self.effects.transition(model, old, state)

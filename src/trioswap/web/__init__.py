@@ -1,0 +1,1 @@
+"""HTTP adapters: the lean ASGI handler for inference routes and the Quart control app."""

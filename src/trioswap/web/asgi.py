@@ -1,0 +1,89 @@
+"""The outermost ASGI app: inference routes go straight into their pipeline with no framework in
+between (the hot path); everything else — control API, logs, UI, websockets — goes to Quart."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+
+from trioswap.errors import BadRequest
+from trioswap.pipeline.exchange import Exchange, Headers
+from trioswap.pipeline.loader import Pipeline, RouteTable
+from trioswap.pipeline.runner import deliver_error, run_pipeline
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AsgiSink:
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    async def start(self, status: int, headers: Headers) -> None:
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def body(self, chunk: bytes, more: bool) -> None:
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+
+
+class ProxyApp:
+    def __init__(self, routes: RouteTable, control: ASGIApp) -> None:
+        self._routes = routes
+        self._control = control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            pipeline = self._routes.match(scope["path"])
+            if pipeline is not None:
+                await self._serve(pipeline, scope, receive, send)
+                return
+        await self._control(scope, receive, send)
+
+    async def _serve(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return
+        exchange = Exchange(
+            method=scope["method"],
+            path=scope["path"],
+            query=scope["query_string"],
+            headers=scope["headers"],
+            family=pipeline.family,
+            sink=AsgiSink(send),
+            stack=AsyncExitStack(),
+            body=body,
+        )
+        if exchange.method not in pipeline.methods:
+            await deliver_error(exchange, BadRequest(f"{exchange.method} is not allowed here"))
+            return
+        # A client that goes away cancels its exchange: the upstream request is closed and the
+        # lease returned.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            await run_pipeline(pipeline, exchange)
+            nursery.cancel_scope.cancel()
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
