@@ -1,0 +1,178 @@
+"""Shared fixtures: trioswap and its model servers as real processes on real ports.
+
+No fixed ports: trioswap listens on port 0 and says where; model servers get ports from a
+`startPort` picked at random below the kernel's ephemeral range, so they never collide with
+client sockets. Every process a test starts is killed (its whole process group) at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+READY_TIMEOUT = 30.0
+LISTEN_LINE = re.compile(r"trioswap listening on (http://\S+)")
+RESPONDER = f"{sys.executable} -m trioswap.responder"
+
+
+def random_start_port() -> int:
+    # Below Linux's ephemeral range (32768+) and away from common service ports.
+    return random.randrange(20000, 30000 - 1000, 10)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 15.0
+) -> None:
+    """Wait for a condition, checking it often; fail the test if it never holds."""
+    with trio.fail_after(timeout):
+        while True:
+            result = predicate()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.02)
+
+
+class Trioswap:
+    """A running `python -m trioswap` and what it printed."""
+
+    def __init__(self, process: trio.Process, config_path: Path) -> None:
+        self.process = process
+        self.config_path = config_path
+        self.url = ""
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._changed = trio.Event()
+
+    def client(self, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30.0, **kwargs)  # type: ignore[arg-type]
+
+    async def pump(self, stream: trio.abc.ReceiveStream, lines: list[str]) -> None:
+        pending = b""
+        async for chunk in stream:
+            *complete, pending = (pending + chunk).split(b"\n")
+            for line in complete:
+                lines.append(line.decode(errors="replace"))
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for_output(self, pattern: str, timeout: float = READY_TIMEOUT) -> re.Match[str]:
+        regex = re.compile(pattern)
+        with trio.fail_after(timeout):
+            while True:
+                for line in self.stdout + self.stderr:
+                    if match := regex.search(line):
+                        return match
+                if self.process.returncode is not None:
+                    raise AssertionError(
+                        f"trioswap exited with {self.process.returncode} before printing "
+                        f"{pattern!r}:\n" + "\n".join(self.stderr[-30:])
+                    )
+                with trio.move_on_after(0.1):
+                    await self._changed.wait()
+
+    def count_output(self, pattern: str) -> int:
+        regex = re.compile(pattern)
+        return sum(1 for line in self.stderr if regex.search(line))
+
+    async def running(self) -> dict[str, dict[str, object]]:
+        async with self.client() as client:
+            response = await client.get("/running")
+        response.raise_for_status()
+        return {entry["model"]: entry for entry in response.json()["running"]}
+
+    async def states(self) -> dict[str, str]:
+        return {model: str(entry["state"]) for model, entry in (await self.running()).items()}
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+LaunchFn = Callable[..., Awaitable[Trioswap]]
+
+
+@pytest.fixture
+async def launch(tmp_path: Path) -> AsyncIterator[LaunchFn]:
+    """`await launch(yaml_text)` starts trioswap on that config and waits until it listens."""
+    started: list[Trioswap] = []
+    async with trio.open_nursery() as nursery:
+
+        async def start(config_text: str, *extra_args: str, wait: bool = True) -> Trioswap:
+            path = tmp_path / f"config-{len(started)}.yaml"
+            path.write_text(textwrap.dedent(config_text))
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trioswap", "--config", str(path),
+                 "--listen", "127.0.0.1:0", *extra_args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            instance = Trioswap(process, path)
+            started.append(instance)
+            assert process.stdout is not None and process.stderr is not None
+            nursery.start_soon(instance.pump, process.stdout, instance.stdout)
+            nursery.start_soon(instance.pump, process.stderr, instance.stderr)
+            if wait:
+                match = await instance.wait_for_output(LISTEN_LINE.pattern)
+                instance.url = match.group(1)
+            return instance
+
+        try:
+            yield start
+        finally:
+            with trio.CancelScope(shield=True):
+                for instance in started:
+                    if instance.process.returncode is None:
+                        instance.process.send_signal(signal.SIGTERM)
+                        with trio.move_on_after(15):
+                            await instance.process.wait()
+                    kill_group(instance.process.pid)
+                    await instance.process.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def read_stream_until(
+    base_url: str, path: str, done: Callable[[str], bool], timeout: float = 15.0
+) -> str:
+    """GET a streaming response over a raw socket until `done(text so far)`, then hang up.
+
+    A raw socket rather than httpx: leaving an httpx stream early leaves its internal async
+    generators unfinished, which pytest (warnings as errors) reports."""
+    url = httpx.URL(base_url)
+    text = ""
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream(url.host, url.port)
+        async with stream:
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
+            while not done(text):
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                text += chunk.decode(errors="replace")
+    return text

@@ -1,0 +1,266 @@
+"""The HTTP surface: request parsing, filters, auth, streaming, logs and passthrough."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import trio
+
+from tests.conftest import RESPONDER, LaunchFn, Trioswap, random_start_port, read_stream_until
+
+
+def config(model_extra: str = "", top: str = "", flags: str = "") -> str:
+    return f"""
+startPort: {random_start_port()}
+{top}
+models:
+  m:
+    cmd: {RESPONDER} --port ${{PORT}} --model-id m {flags}
+    aliases: [mini]
+{model_extra}
+"""
+
+
+async def upstream_requests(ts: Trioswap, model: str = "m") -> list[dict[str, object]]:
+    async with ts.client() as client:
+        response = await client.get(f"/upstream/{model}/debug/requests")
+    response.raise_for_status()
+    return [r for r in response.json() if r["path"] != "/debug/requests"]
+
+
+async def test_unknown_model_is_404_openai_error(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        response = await client.post("/v1/chat/completions", json={"model": "nope"})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found"
+    assert error["type"] == "invalid_request_error"
+    assert "'nope'" in error["message"]
+
+
+async def test_unknown_model_on_anthropic_route_is_anthropic_error(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        response = await client.post("/v1/messages", json={"model": "nope", "max_tokens": 5})
+    assert response.status_code == 404
+    body = response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "not_found_error"
+
+
+async def test_malformed_json_is_400(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        response = await client.post(
+            "/v1/chat/completions", content=b'{"model": "m", ', headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400
+        assert "not valid JSON" in response.json()["error"]["message"]
+        response = await client.post("/v1/chat/completions", content=b"[1, 2]")
+        assert response.status_code == 400
+        response = await client.post("/v1/chat/completions", json={"messages": []})
+        assert response.status_code == 400
+        assert "names no model" in response.json()["error"]["message"]
+        response = await client.post("/v1/chat/completions", json={"model": 5})
+        assert response.status_code == 400
+    assert await ts.running() == {}
+
+
+async def test_json_without_content_type_and_model_from_query(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        response = await client.post(
+            "/v1/chat/completions", content=json.dumps({"model": "mini", "messages": []}).encode()
+        )
+        assert response.status_code == 200
+        response = await client.post("/v1/audio/speech?model=m", content=b"")
+        assert response.status_code == 200
+
+
+async def test_multipart_model_field(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        response = await client.post(
+            "/v1/audio/transcriptions",
+            data={"model": "mini", "language": "en"},
+            files={"file": ("a.wav", b"RIFF....WAVE", "audio/wav")},
+        )
+    assert response.status_code == 200
+    received = response.json()["received"]
+    assert received["fields"]["model"] == "mini"
+    assert received["fields"]["language"] == "en"
+
+
+async def test_filters_and_use_model_name_keep_every_other_field(launch: LaunchFn) -> None:
+    extra = """    useModelName: upstream-name
+    filters:
+      stripParams: "temperature, top_k"
+      setParams:
+        top_p: 0.5
+        chat_template_kwargs: {enable_thinking: false}
+"""
+    ts = await launch(config(extra))
+    sent = {
+        "model": "mini",
+        "messages": [{"role": "user", "content": "hi", "name": "x"}],
+        "temperature": 0.7,
+        "top_k": 40,
+        "top_p": 0.9,
+        "seed": 42,
+        "response_format": {"type": "json_object"},
+        "unicode": "héllo ✓",
+    }
+    async with ts.client() as client:
+        response = await client.post("/v1/chat/completions", json=sent)
+    assert response.status_code == 200
+    (request,) = [r for r in await upstream_requests(ts) if r["path"] == "/v1/chat/completions"]
+    body = json.loads(str(request["body"]))
+    assert body == {
+        "model": "upstream-name",
+        "messages": [{"role": "user", "content": "hi", "name": "x"}],
+        "top_p": 0.5,
+        "seed": 42,
+        "response_format": {"type": "json_object"},
+        "unicode": "héllo ✓",
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+
+
+async def test_untouched_body_is_forwarded_byte_for_byte(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    raw = b'{ "model" : "m",   "messages": [],  "x": 1.50 }'
+    async with ts.client() as client:
+        response = await client.post("/v1/chat/completions", content=raw)
+    assert response.status_code == 200
+    (request,) = [r for r in await upstream_requests(ts) if r["path"] == "/v1/chat/completions"]
+    assert request["body"] == raw.decode()
+    headers = request["headers"]
+    assert isinstance(headers, dict)
+    assert headers["content-length"] == str(len(raw))
+
+
+async def test_api_keys_off_lets_everything_through(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        assert (await client.get("/v1/models")).status_code == 200
+        assert (await client.post("/v1/chat/completions", json={"model": "m"})).status_code == 200
+
+
+async def test_api_keys_on(launch: LaunchFn) -> None:
+    ts = await launch(config(top="apiKeys: [sk-one, sk-two]"))
+    async with ts.client() as client:
+        response = await client.post("/v1/chat/completions", json={"model": "m"})
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Basic")
+        assert response.json()["error"]["type"] == "authentication_error"
+        wrong = {"authorization": "Bearer sk-three"}
+        assert (await client.post("/v1/chat/completions", json={"model": "m"}, headers=wrong)).status_code == 401
+        assert (await client.get("/running")).status_code == 401
+        assert (await client.get("/v1/models")).status_code == 401
+        assert (await client.get("/health")).status_code == 200
+        basic = "Basic " + base64.b64encode(b"anyone:sk-two").decode()
+        for headers in (
+            {"authorization": "Bearer sk-one"},
+            {"x-api-key": "sk-two"},
+            {"authorization": basic},
+        ):
+            response = await client.post("/v1/chat/completions", json={"model": "m"}, headers=headers)
+            assert response.status_code == 200, headers
+            assert (await client.get("/running", headers=headers)).status_code == 200
+        response = await client.post("/v1/messages", json={"model": "m", "max_tokens": 5})
+        assert response.status_code == 401
+        assert response.json()["type"] == "error"
+        requests = (
+            await client.get("/upstream/m/debug/requests", headers={"x-api-key": "sk-one"})
+        ).json()
+    # trioswap's own keys are not passed on to the model server.
+    for request in requests:
+        assert "authorization" not in request["headers"]
+        assert "x-api-key" not in request["headers"]
+
+
+async def test_stream_arrives_before_upstream_finishes(launch: LaunchFn) -> None:
+    # 6 words at 4 words/s: the last chunk comes at least a second after the first.
+    ts = await launch(config(flags="--tokens-per-second 4 --response-text 'one two three four five six'"))
+    async with ts.client() as client:
+        await client.post("/v1/chat/completions", json={"model": "m"})  # start it first
+        arrivals: list[tuple[float, str]] = []
+        async with client.stream(
+            "POST", "/v1/chat/completions", json={"model": "m", "stream": True}
+        ) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["x-accel-buffering"] == "no"
+            assert response.headers["cache-control"] == "no-cache"
+            async for chunk in response.aiter_raw():
+                arrivals.append((trio.current_time(), chunk.decode()))
+    first_at = next(t for t, text in arrivals if '"one"' in text)
+    done_at = next(t for t, text in arrivals if "[DONE]" in text)
+    assert done_at - first_at > 0.9
+    assert len(arrivals) >= 6
+
+
+async def test_upstream_passthrough(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        response = await client.get("/upstream/mini/props")
+        assert response.status_code == 200
+        assert response.json()["default_generation_settings"]["n_ctx"] > 0
+        response = await client.get("/upstream/m/v1/models", params={"x": "1"})
+        assert response.json()["data"][0]["id"] == "m"
+        response = await client.get("/upstream/nope/props")
+        assert response.status_code == 404
+    requests = await upstream_requests(ts)
+    assert {"path": "/v1/models", "query": "x=1"}.items() <= requests[-1].items()
+
+
+async def test_health_and_logs(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        health = await client.get("/health")
+        assert (health.status_code, health.text) == (200, "OK")
+        await client.post("/v1/chat/completions", json={"model": "m"})
+        logs = (await client.get("/logs")).text
+        assert "model m: starting -> ready" in logs
+        assert "[m] responder m listening" in logs
+
+        text = await read_stream_until(ts.url, "/logs/stream/m", lambda t: "listening" in t)
+        assert text.startswith("HTTP/1.1 200")
+        assert "responder m listening" in text
+        for path in ("/logs/stream/proxy", "/logs/stream/upstream", "/logs/stream"):
+            text = await read_stream_until(ts.url, path, lambda t: "starting -> ready" in t or
+                                           "[m]" in t)
+            assert text.startswith("HTTP/1.1 200")
+        assert (await client.get("/logs/stream/nope")).status_code == 404
+
+
+async def test_live_log_stream_without_history(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        await client.post("/v1/chat/completions", json={"model": "m"})
+        text = ""
+        async with trio.open_nursery() as nursery:
+
+            async def follow() -> None:
+                nonlocal text
+                text = await read_stream_until(
+                    ts.url, "/logs/stream/upstream?no-history", lambda t: "/v1/models" in t
+                )
+
+            nursery.start_soon(follow)
+            # Repeat until the follower, subscribed at some point, sees a fresh line.
+            while not text:
+                await client.get("/upstream/m/v1/models")
+                await trio.sleep(0.05)
+    assert "[m] GET /v1/models" in text
+    assert "listening" not in text  # history was skipped
+
+
+async def test_wrong_method_on_inference_route(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with httpx.AsyncClient(base_url=ts.url) as client:
+        response = await client.get("/v1/chat/completions")
+    assert response.status_code in (400, 405)
+    assert "error" in response.json()

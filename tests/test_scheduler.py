@@ -1,0 +1,1242 @@
+"""The synchronous scheduler, driven directly with a recording fake `Effects` and a plain clock.
+
+No trio, no event loop: every case is a handful of plain calls. The first part pins down one
+behaviour per test; the last part drives random traffic through a fake world (starts and stops
+finish when the test says so) and checks the invariants after every step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from trioswap.config import loads
+from trioswap.errors import ModelStartError, ShuttingDown, TooManyRequests, TrioswapError
+from trioswap.supervisor.eviction import GroupRules, evict_for
+from trioswap.supervisor.scheduler import ModelState, ModelStatus, RequestId, Scheduler
+
+STOPPED = ModelState.STOPPED
+STARTING = ModelState.STARTING
+READY = ModelState.READY
+STOPPING = ModelState.STOPPING
+FAILED = ModelState.FAILED
+
+# -- config helpers -----------------------------------------------------------------------------
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return str(value)
+
+
+def config_yaml(
+    models: Iterable[str] | Mapping[str, Mapping[str, Any]],
+    groups: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """A small config: every model runs `echo` behind a fixed proxy URL (so it needs no port).
+    `models` is a list of ids, or ids mapped to extra keys (`ttl`, `concurrencyLimit`, ...)."""
+    spec = dict(models) if isinstance(models, Mapping) else {m: {} for m in models}
+    lines = ["models:"]
+    for model_id, extra in spec.items():
+        keys = {"cmd": "echo", "proxy": '"http://127.0.0.1:1"', **extra}
+        lines.append(f"  {model_id}: {{{', '.join(f'{k}: {_flow(v)}' for k, v in keys.items())}}}")
+    if groups:
+        lines.append("groups:")
+        for group_id, keys in groups.items():
+            inner = ", ".join(f"{k}: {_flow(v)}" for k, v in keys.items())
+            lines.append(f"  {group_id}: {{{inner}}}")
+    return "\n".join(lines) + "\n"
+
+
+# -- the recording fake -------------------------------------------------------------------------
+
+
+class Recorder:
+    """Records every effect. `take()` hands back (and forgets) the grant/fail/start/stop calls
+    since the last `take()`; fails appear as ("fail", request, error type)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.transitions: list[tuple[str, ModelState, ModelState]] = []
+        self.errors: dict[RequestId, TrioswapError] = {}
+
+    def grant(self, request: RequestId, model: str) -> None:
+        self.calls.append(("grant", request, model))
+
+    def fail(self, request: RequestId, error: TrioswapError) -> None:
+        self.errors[request] = error
+        self.calls.append(("fail", request, type(error)))
+
+    def start(self, model: str) -> None:
+        self.calls.append(("start", model))
+
+    def stop(self, model: str) -> None:
+        self.calls.append(("stop", model))
+
+    def transition(self, model: str, old: ModelState, new: ModelState) -> None:
+        self.transitions.append((model, old, new))
+
+    def take(self) -> list[tuple[Any, ...]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+class Harness:
+    """A scheduler, its recorder, a clock and request ids."""
+
+    def __init__(
+        self,
+        models: Iterable[str] | Mapping[str, Mapping[str, Any]],
+        groups: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        config = loads(config_yaml(models, groups))
+        self.rules = GroupRules.from_config(config)
+        self.fx = Recorder()
+        self.sched = Scheduler(config.models, self.rules, self.fx)
+        self.now = 0.0
+        self._ids = itertools.count(1)
+
+    def _at(self, at: float | None) -> float:
+        if at is not None:
+            assert at >= self.now, "the clock never goes back"
+            self.now = at
+        return self.now
+
+    # events
+    def req(self, model: str, at: float | None = None) -> RequestId:
+        rid = next(self._ids)
+        self.sched.on_request(rid, model, self._at(at))
+        return rid
+
+    def release(self, rid: RequestId, at: float | None = None) -> None:
+        self.sched.on_release(rid, self._at(at))
+
+    def started(
+        self, model: str, error: ModelStartError | None = None, at: float | None = None
+    ) -> None:
+        self.sched.on_start_done(model, error, self._at(at))
+
+    def stopped(self, model: str, at: float | None = None) -> None:
+        self.sched.on_stop_done(model, self._at(at))
+
+    def exited(self, model: str, reason: str = "exited with code 1", at: float | None = None):
+        self.sched.on_exited(model, reason, self._at(at))
+
+    def unload(self, models: Iterable[str] | None = None, at: float | None = None) -> None:
+        self.sched.on_unload(models, self._at(at))
+
+    def tick(self, at: float) -> None:
+        self.sched.on_tick(self._at(at))
+
+    # reads
+    def status(self, model: str) -> ModelStatus:
+        return self.sched.statuses()[model]
+
+    def state(self, model: str) -> ModelState:
+        return self.status(model).state
+
+    def take(self) -> list[tuple[Any, ...]]:
+        return self.fx.take()
+
+    # shortcuts
+    def bring_up(self, model: str, at: float | None = None) -> None:
+        """Start `model` with one request, and leave it ready and idle (stopping whatever it
+        evicts, all of which must be idle)."""
+        rid = self.req(model, at)
+        while True:
+            calls = self.take()
+            stops = [c[1] for c in calls if c[0] == "stop"]
+            for m in stops:
+                self.stopped(m)
+            if ("start", model) in calls:
+                break
+            assert stops, f"{model} did not start: {calls}"
+        self.started(model)
+        assert self.take() == [("grant", rid, model)]
+        self.release(rid)
+        assert self.state(model) is READY
+        assert self.status(model).in_flight == 0
+
+
+def started_error(model: str, reason: str = "not healthy") -> ModelStartError:
+    return ModelStartError(model, reason, ["last line"])
+
+
+# Three loose models: one default group, swap + exclusive.
+ABC = ["a", "b", "c"]
+
+# -- one request, one model ---------------------------------------------------------------------
+
+
+def test_request_for_a_stopped_model_starts_it() -> None:
+    h = Harness(ABC)
+    rid = h.req("a")
+    assert h.take() == [("start", "a")]
+    assert h.status("a") == ModelStatus(STARTING, in_flight=0, waiting=1, last_error=None)
+    assert h.fx.transitions == [("a", STOPPED, STARTING)]
+    h.started("a")
+    assert h.take() == [("grant", rid, "a")]
+    assert h.status("a") == ModelStatus(READY, in_flight=1, waiting=0, last_error=None)
+    assert h.fx.transitions[-1] == ("a", STARTING, READY)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_requests_for_a_ready_model_are_granted_at_once(n: int) -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    rids = [h.req("a") for _ in range(n)]
+    assert h.take() == [("grant", r, "a") for r in rids]
+    assert h.status("a") == ModelStatus(READY, in_flight=n, waiting=0, last_error=None)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 50])
+def test_one_start_for_many_concurrent_requests(n: int) -> None:
+    h = Harness(ABC)
+    rids = [h.req("a") for _ in range(n)]
+    assert h.take() == [("start", "a")]
+    assert h.status("a").waiting == n
+    h.started("a")
+    assert h.take() == [("grant", r, "a") for r in rids]  # in arrival order
+    assert h.status("a").in_flight == n
+    assert h.status("a").waiting == 0
+
+
+def test_requests_while_starting_join_the_start() -> None:
+    h = Harness(ABC)
+    first = h.req("a")
+    assert h.take() == [("start", "a")]
+    later = [h.req("a") for _ in range(3)]
+    assert h.take() == []  # no second start
+    h.started("a")
+    assert h.take() == [("grant", r, "a") for r in [first, *later]]
+
+
+def test_transitions_of_a_full_lifecycle() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.bring_up("b")
+    assert h.fx.transitions == [
+        ("a", STOPPED, STARTING),
+        ("a", STARTING, READY),
+        ("a", READY, STOPPING),
+        ("a", STOPPING, STOPPED),
+        ("b", STOPPED, STARTING),
+        ("b", STARTING, READY),
+    ]
+
+
+def test_no_transition_without_a_change_of_state() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.exited("b")  # not running: nothing happens
+    h.unload(["b"])
+    h.tick(1000.0)
+    assert all(old is not new for _, old, new in h.fx.transitions)
+    assert h.take() == []
+
+
+# -- failed starts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_failed_start_fails_every_waiter_with_the_same_error(n: int) -> None:
+    h = Harness(ABC)
+    rids = [h.req("a") for _ in range(n)]
+    h.take()
+    error = started_error("a")
+    h.started("a", error)
+    assert h.take() == [("fail", r, ModelStartError) for r in rids]
+    assert all(h.fx.errors[r] is error for r in rids)
+    assert h.status("a") == ModelStatus(FAILED, in_flight=0, waiting=0, last_error=str(error))
+    assert h.fx.transitions[-1] == ("a", STARTING, FAILED)
+
+
+def test_failure_is_not_sticky_the_next_request_retries() -> None:
+    h = Harness(ABC)
+    h.req("a")
+    h.take()
+    h.started("a", started_error("a"))
+    h.take()
+    rid = h.req("a")
+    assert h.take() == [("start", "a")]
+    assert h.fx.transitions[-1] == ("a", FAILED, STARTING)
+    h.started("a")
+    assert h.take() == [("grant", rid, "a")]
+    assert h.status("a").last_error is None
+
+
+def test_failed_start_spares_waiters_of_other_models() -> None:
+    h = Harness(ABC)
+    ra = h.req("a")
+    rb = h.req("b")
+    assert h.take() == [("start", "a")]
+    h.started("a", started_error("a"))
+    # a's waiter fails; b's op starts straight away (a is not running, nothing to stop)
+    assert h.take() == [("fail", ra, ModelStartError), ("start", "b")]
+    h.started("b")
+    assert h.take() == [("grant", rb, "b")]
+
+
+def test_repeated_failures_each_retry_once() -> None:
+    h = Harness(ABC)
+    for attempt in range(3):
+        rid = h.req("a")
+        assert h.take() == [("start", "a")], attempt
+        h.started("a", started_error("a", f"attempt {attempt}"))
+        assert h.take() == [("fail", rid, ModelStartError)]
+        assert h.status("a").last_error is not None
+        assert f"attempt {attempt}" in h.status("a").last_error
+
+
+# -- swapping -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("holders", [0, 1, 3])
+def test_swap_stops_the_old_model_only_after_its_requests_are_released(holders: int) -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = [h.req("a") for _ in range(holders)]
+    h.take()
+    rb = h.req("b")
+    for rid in held:
+        assert h.take() == []
+        assert h.state("a") is READY
+        assert h.state("b") is STOPPED
+        h.release(rid)
+    assert h.take() == [("stop", "a")]
+    assert h.state("a") is STOPPING
+    assert h.state("b") is STOPPED  # not started while a is still stopping
+    h.stopped("a")
+    assert h.take() == [("start", "b")]
+    h.started("b")
+    assert h.take() == [("grant", rb, "b")]
+    assert h.state("a") is STOPPED
+
+
+def test_exclusive_start_stops_every_running_model_of_other_groups() -> None:
+    groups = {
+        "g1": {"swap": False, "exclusive": False, "members": ["a", "b"]},
+        "g2": {"swap": True, "exclusive": True, "members": ["c"]},
+    }
+    h = Harness(["a", "b", "c"], groups)
+    h.bring_up("a")
+    h.bring_up("b")
+    assert (h.state("a"), h.state("b")) == (READY, READY)  # non-swap: together
+    rc = h.req("c")
+    calls = h.take()
+    assert sorted(calls) == [("stop", "a"), ("stop", "b")]
+    h.stopped("b")
+    assert h.take() == []  # a is still stopping
+    h.stopped("a")
+    assert h.take() == [("start", "c")]
+    h.started("c")
+    assert h.take() == [("grant", rc, "c")]
+
+
+def test_persistent_group_is_not_stopped_by_an_exclusive_start() -> None:
+    groups = {
+        "keep": {"persistent": True, "exclusive": False, "members": ["p"]},
+        "main": {"members": ["a", "b"]},
+    }
+    h = Harness(["p", "a", "b"], groups)
+    h.bring_up("p")
+    h.bring_up("a")
+    h.bring_up("b")
+    assert [h.state(m) for m in ("p", "a", "b")] == [READY, STOPPED, READY]
+    assert ("p", READY, STOPPING) not in h.fx.transitions
+
+
+def test_non_exclusive_group_does_not_evict_other_groups() -> None:
+    groups = {
+        "x": {"exclusive": False, "members": ["a", "b"]},
+        "y": {"exclusive": False, "members": ["c"]},
+    }
+    h = Harness(["a", "b", "c"], groups)
+    h.bring_up("a")
+    h.bring_up("c")
+    assert (h.state("a"), h.state("c")) == (READY, READY)
+    h.bring_up("b")  # swaps a out, leaves c
+    assert [h.state(m) for m in ("a", "b", "c")] == [STOPPED, READY, READY]
+
+
+def test_ready_unrelated_model_is_served_during_a_swap() -> None:
+    groups = {
+        "x": {"exclusive": False, "members": ["a", "b"]},
+        "y": {"exclusive": False, "members": ["c"]},
+    }
+    h = Harness(["a", "b", "c"], groups)
+    h.bring_up("a")
+    h.bring_up("c")
+    held = h.req("a")
+    rb = h.req("b")  # waits for `held`
+    h.take()
+    rc = h.req("c")
+    assert h.take() == [("grant", rc, "c")]
+    h.release(held)
+    assert h.take() == [("stop", "a")]
+    h.stopped("a")
+    h.started("b")
+    assert h.take() == [("start", "b"), ("grant", rb, "b")]
+
+
+def test_requests_for_the_model_being_swapped_out_queue_behind_the_swap() -> None:
+    """No starvation: once a swap waits to stop a, new requests for a do not keep it alive."""
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    rb = h.req("b")
+    late = [h.req("a") for _ in range(3)]
+    assert h.take() == [("grant", held, "a")]  # the late ones wait though a is ready
+    assert h.status("a") == ModelStatus(READY, in_flight=1, waiting=3, last_error=None)
+    h.release(held)
+    assert h.take() == [("stop", "a")]
+    h.stopped("a")
+    assert h.take() == [("start", "b")]
+    h.started("b")
+    # b's waiter first; then the next operation (restart a) waits for b's request
+    assert h.take() == [("grant", rb, "b")]
+    assert h.status("a").waiting == 3
+    h.release(rb)
+    assert h.take() == [("stop", "b")]
+    h.stopped("b")
+    assert h.take() == [("start", "a")]
+    h.started("a")
+    assert h.take() == [("grant", r, "a") for r in late]  # in arrival order
+
+
+def test_stopped_models_are_started_in_arrival_order() -> None:
+    h = Harness(ABC)
+    order = ["c", "a", "b"]
+    rids = {m: h.req(m) for m in order}
+    for i, m in enumerate(order):
+        assert h.take()[-1] == ("start", m)
+        h.started(m)
+        assert h.take() == [("grant", rids[m], m)]
+        h.release(rids[m])
+        if i + 1 < len(order):
+            assert h.take() == [("stop", m)]
+            h.stopped(m)
+    assert h.take() == []
+
+
+def test_requests_arriving_during_a_stop_restart_the_model_afterwards() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.unload(["a"])
+    assert h.take() == [("stop", "a")]
+    rid = h.req("a")
+    assert h.take() == []
+    assert h.status("a") == ModelStatus(STOPPING, in_flight=0, waiting=1, last_error=None)
+    h.stopped("a")
+    assert h.take() == [("start", "a")]
+    h.started("a")
+    assert h.take() == [("grant", rid, "a")]
+
+
+# -- release and cancellation -------------------------------------------------------------------
+
+
+def test_release_after_grant_decrements_in_flight() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    r1, r2 = h.req("a"), h.req("a")
+    assert h.status("a").in_flight == 2
+    h.release(r1)
+    assert h.status("a").in_flight == 1
+    h.release(r2)
+    assert h.status("a").in_flight == 0
+
+
+@pytest.mark.parametrize("extra", ["twice", "unknown", "after_fail"])
+def test_spurious_releases_change_nothing(extra: str) -> None:
+    groups = {"ga": {"exclusive": False, "members": ["a"]}, "gb": {"members": ["b"]}}
+    h = Harness({"a": {"concurrencyLimit": 1}, "b": {}}, groups)
+    h.bring_up("a")
+    keep = h.req("a")
+    if extra == "twice":
+        other = h.req("b")  # b is starting: never granted yet
+        h.release(other)
+        h.release(other)
+        h.started("b")
+    elif extra == "unknown":
+        h.release(12345)
+    else:
+        rejected = h.req("a")  # over the limit: fails at once
+        h.release(rejected)
+    h.take()
+    assert h.status("a") == ModelStatus(READY, in_flight=1, waiting=0, last_error=None)
+    h.release(keep)
+    h.release(keep)
+    assert h.status("a").in_flight == 0
+    assert h.take() == []
+
+
+def test_cancel_before_grant_removes_the_request_but_the_start_goes_on() -> None:
+    h = Harness(ABC)
+    r1, r2 = h.req("a"), h.req("a")
+    assert h.take() == [("start", "a")]
+    h.release(r1)
+    assert h.status("a").waiting == 1
+    h.started("a")
+    assert h.take() == [("grant", r2, "a")]
+    assert h.status("a").in_flight == 1
+
+
+def test_cancel_of_the_only_waiter_still_finishes_the_start() -> None:
+    h = Harness(ABC)
+    rid = h.req("a")
+    h.take()
+    h.release(rid)
+    assert h.status("a") == ModelStatus(STARTING, in_flight=0, waiting=0, last_error=None)
+    h.started("a")
+    assert h.take() == []
+    assert h.status("a") == ModelStatus(READY, in_flight=0, waiting=0, last_error=None)
+
+
+def test_cancelled_request_for_a_queued_model_does_not_start_it() -> None:
+    h = Harness(ABC)
+    ra = h.req("a")
+    rb = h.req("b")
+    h.take()
+    h.release(rb)
+    h.started("a")
+    assert h.take() == [("grant", ra, "a")]
+    h.release(ra)
+    assert h.take() == []
+    assert h.state("b") is STOPPED
+    assert h.state("a") is READY
+
+
+def test_cancelled_swap_request_still_swaps_once_started() -> None:
+    """The operation for b began (a is waited for); b's requester leaving does not undo it."""
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    rb = h.req("b")
+    h.take()
+    h.release(rb)
+    h.release(held)
+    assert h.take() == [("stop", "a")]
+    h.stopped("a")
+    assert h.take() == [("start", "b")]
+    h.started("b")
+    assert h.take() == []
+
+
+def test_cancelled_request_held_behind_a_swap_is_not_served() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    rb = h.req("b")
+    late = h.req("a")
+    h.take()
+    h.release(late)
+    assert h.status("a").waiting == 0
+    h.release(held)
+    h.stopped("a")
+    h.started("b")
+    assert h.take() == [("stop", "a"), ("start", "b"), ("grant", rb, "b")]
+    assert h.state("a") is STOPPED  # nobody left waiting for a: it is not restarted
+
+
+# -- unexpected exits ---------------------------------------------------------------------------
+
+
+def test_exit_of_a_ready_model_marks_it_failed_and_the_next_request_restarts_it() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.exited("a", "exited with code 139")
+    assert h.status("a") == ModelStatus(FAILED, 0, 0, "exited with code 139")
+    assert h.fx.transitions[-1] == ("a", READY, FAILED)
+    assert h.take() == []  # nothing is started until asked
+    rid = h.req("a")
+    assert h.take() == [("start", "a")]
+    h.started("a")
+    assert h.take() == [("grant", rid, "a")]
+    assert h.status("a").last_error is None
+
+
+def test_in_flight_requests_of_a_dead_model_release_cleanly() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    r1, r2 = h.req("a"), h.req("a")
+    h.exited("a")
+    assert h.status("a").in_flight == 2
+    h.release(r1)
+    h.release(r2)
+    assert h.status("a") == ModelStatus(FAILED, 0, 0, "exited with code 1")
+    assert h.take() == [("grant", r1, "a"), ("grant", r2, "a")]
+
+
+def test_exit_of_a_model_the_swap_waits_for_lets_the_swap_go_on() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    rb = h.req("b")
+    h.take()
+    h.exited("a")
+    assert h.take() == [("start", "b")]  # no stop of a dead model
+    h.started("b")
+    assert h.take() == [("grant", rb, "b")]
+    h.release(held)
+    assert h.status("a").in_flight == 0
+    assert h.take() == []
+
+
+def test_exit_of_a_non_ready_model_is_ignored() -> None:
+    h = Harness(ABC)
+    h.exited("a")  # stopped
+    assert h.state("a") is STOPPED
+    rid = h.req("a")
+    h.exited("a")  # starting: its start reports the failure itself
+    assert h.state("a") is STARTING
+    h.started("a")
+    h.release(rid)
+    h.unload(["a"], at=1.0)
+    h.exited("a")  # stopping
+    assert h.state("a") is STOPPING
+    assert h.take() == [("start", "a"), ("grant", rid, "a"), ("stop", "a")]
+    h.stopped("a")
+    assert h.state("a") is STOPPED
+    assert all(new is not FAILED for _, _, new in h.fx.transitions)
+
+
+def test_restart_after_exit_evicts_like_any_start() -> None:
+    groups = {"x": {"exclusive": False, "members": ["a", "b"]}}
+    h = Harness(["a", "b"], groups)
+    h.bring_up("a")
+    h.exited("a")
+    h.bring_up("b")
+    rid = h.req("a")
+    assert h.take() == [("stop", "b")]
+    h.stopped("b")
+    h.started("a")
+    assert h.take() == [("start", "a"), ("grant", rid, "a")]
+
+
+# -- unload -------------------------------------------------------------------------------------
+
+TOGETHER = {"all": {"swap": False, "members": ["a", "b", "c"]}}
+
+
+def test_unload_all_stops_every_running_model() -> None:
+    h = Harness(ABC, TOGETHER)
+    h.bring_up("a")
+    h.bring_up("b")
+    h.unload()
+    assert sorted(h.take()) == [("stop", "a"), ("stop", "b")]
+    h.stopped("a")
+    h.stopped("b")
+    assert [h.state(m) for m in ABC] == [STOPPED] * 3
+    assert h.take() == []
+
+
+def test_unload_all_waits_for_in_flight_requests() -> None:
+    h = Harness(ABC, TOGETHER)
+    h.bring_up("a")
+    h.bring_up("b")
+    held = h.req("a")
+    h.take()
+    h.unload()
+    assert h.take() == [("stop", "b")]
+    late = h.req("a")  # queues behind the unload
+    assert h.take() == []
+    h.release(held)
+    assert h.take() == [("stop", "a")]
+    h.stopped("a")
+    h.stopped("b")
+    assert h.take() == [("start", "a")]  # restarted for the request that waited
+    h.started("a")
+    assert h.take() == [("grant", late, "a")]
+    assert h.state("b") is STOPPED
+
+
+def test_unload_one_model_stops_only_that_model() -> None:
+    h = Harness(ABC, TOGETHER)
+    for m in ABC:
+        h.bring_up(m)
+    h.unload(["b"])
+    assert h.take() == [("stop", "b")]
+    h.stopped("b")
+    assert [h.state(m) for m in ABC] == [READY, STOPPED, READY]
+    rid = h.req("a")
+    assert h.take() == [("grant", rid, "a")]
+
+
+@pytest.mark.parametrize("models", [["b"], ["a"], [], None])
+def test_unload_with_nothing_running_to_stop(models: list[str] | None) -> None:
+    h = Harness(ABC)
+    h.unload(models)
+    assert h.take() == []
+    rid = h.req("a")  # the scheduler is not stuck
+    assert h.take() == [("start", "a")]
+    h.started("a")
+    assert h.take() == [("grant", rid, "a")]
+    h.unload(["b"])  # not running
+    assert h.take() == []
+    assert h.state("a") is READY
+
+
+def test_unload_during_a_start_stops_the_model_after_its_waiters() -> None:
+    h = Harness(ABC)
+    rid = h.req("a")
+    h.take()
+    h.unload()
+    h.started("a")
+    assert h.take() == [("grant", rid, "a")]  # the waiters are served first
+    h.release(rid)
+    assert h.take() == [("stop", "a")]
+    h.stopped("a")
+    assert h.state("a") is STOPPED
+
+
+def test_unload_leaves_failed_models_alone() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.exited("a")
+    h.unload()
+    assert h.take() == []
+    assert h.state("a") is FAILED
+
+
+# -- ttl ----------------------------------------------------------------------------------------
+
+TTL_MODELS = {"a": {"ttl": 10}, "b": {"ttl": 4}, "c": {}}
+SEPARATE = {
+    "ga": {"exclusive": False, "members": ["a"]},
+    "gb": {"exclusive": False, "members": ["b"]},
+    "gc": {"exclusive": False, "members": ["c"]},
+}
+
+
+def test_no_deadline_when_nothing_runs() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    assert h.sched.next_deadline() is None
+
+
+def test_deadline_is_idle_since_plus_ttl() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    rid = h.req("a", at=1.0)
+    h.started("a", at=3.0)
+    assert h.sched.next_deadline() is None  # in flight
+    h.release(rid, at=7.5)
+    assert h.sched.next_deadline() == 17.5
+
+
+def test_deadline_counts_from_ready_when_the_waiter_already_left() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    rid = h.req("a", at=1.0)
+    h.release(rid, at=2.0)
+    h.started("a", at=3.0)
+    assert h.sched.next_deadline() == 13.0
+
+
+def test_no_deadline_without_ttl() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("c", at=1.0)
+    assert h.sched.next_deadline() is None
+    h.tick(1e9)
+    assert h.state("c") is READY
+
+
+def test_deadline_is_the_earliest_of_several() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=1.0)  # 11
+    h.bring_up("b", at=2.0)  # 6
+    assert h.sched.next_deadline() == 6.0
+    rid = h.req("b", at=3.0)
+    assert h.sched.next_deadline() == 11.0  # b busy: only a's
+    h.release(rid, at=8.0)
+    assert h.sched.next_deadline() == 11.0  # b's is now 12
+    h.tick(11.0)
+    assert h.take() == [("grant", rid, "b"), ("stop", "a")]
+    h.stopped("a", at=11.5)
+    assert h.sched.next_deadline() == 12.0
+
+
+def test_no_deadline_while_an_operation_runs() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=1.0)
+    assert h.sched.next_deadline() == 11.0
+    h.req("c", at=2.0)
+    assert h.take() == [("start", "c")]
+    assert h.sched.next_deadline() is None
+    h.started("c", at=3.0)
+    assert h.sched.next_deadline() == 11.0
+
+
+@pytest.mark.parametrize(("tick", "stops"), [(10.999, False), (11.0, True), (500.0, True)])
+def test_tick_past_the_deadline_stops_the_model(tick: float, stops: bool) -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=1.0)
+    h.tick(tick)
+    assert h.take() == ([("stop", "a")] if stops else [])
+    assert h.state("a") is (STOPPING if stops else READY)
+
+
+def test_ttl_never_stops_a_busy_model() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=1.0)
+    rid = h.req("a", at=2.0)
+    h.take()
+    h.tick(1000.0)
+    assert h.take() == []
+    h.release(rid, at=1001.0)
+    assert h.sched.next_deadline() == 1011.0
+    assert h.take() == []
+
+
+def test_request_after_the_deadline_but_before_the_tick_wins() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=1.0)
+    rid = h.req("a", at=50.0)
+    assert h.take() == [("grant", rid, "a")]
+    h.tick(51.0)
+    assert h.take() == []
+    h.release(rid, at=52.0)
+    assert h.sched.next_deadline() == 62.0
+
+
+def test_any_event_past_the_deadline_stops_the_expired_model() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=1.0)
+    h.release(999, at=20.0)  # an unrelated event
+    assert h.take() == [("stop", "a")]
+
+
+def test_request_during_ttl_stop_restarts_the_model() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=1.0)
+    h.tick(11.0)
+    assert h.take() == [("stop", "a")]
+    rid = h.req("a", at=11.5)
+    assert h.take() == []
+    h.stopped("a", at=12.0)
+    assert h.take() == [("start", "a")]
+    h.started("a", at=13.0)
+    assert h.take() == [("grant", rid, "a")]
+    h.release(rid, at=14.0)
+    assert h.sched.next_deadline() == 24.0
+
+
+def test_ttl_stop_of_several_models_at_once() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=0.0)
+    h.bring_up("b", at=0.0)
+    h.tick(100.0)
+    assert sorted(h.take()) == [("stop", "a"), ("stop", "b")]
+
+
+# -- concurrencyLimit ---------------------------------------------------------------------------
+
+
+def test_request_beyond_the_limit_fails_with_too_many_requests() -> None:
+    h = Harness({"a": {"concurrencyLimit": 2}, "b": {}})
+    h.bring_up("a")
+    r1, r2, r3 = h.req("a"), h.req("a"), h.req("a")
+    assert h.take() == [("grant", r1, "a"), ("grant", r2, "a"), ("fail", r3, TooManyRequests)]
+    assert h.status("a").in_flight == 2
+    h.release(r1)
+    r4 = h.req("a")
+    assert h.take() == [("grant", r4, "a")]
+
+
+def test_limit_applies_to_the_waiters_of_a_start() -> None:
+    h = Harness({"a": {"concurrencyLimit": 2}, "b": {}})
+    rids = [h.req("a") for _ in range(4)]
+    h.take()
+    h.started("a")
+    assert h.take() == [
+        ("grant", rids[0], "a"),
+        ("grant", rids[1], "a"),
+        ("fail", rids[2], TooManyRequests),
+        ("fail", rids[3], TooManyRequests),
+    ]
+
+
+def test_no_limit_by_default() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    for _ in range(200):
+        h.req("a")
+    assert h.status("a").in_flight == 200
+    assert all(c[0] == "grant" for c in h.take())
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+
+def test_shutdown_fails_pending_requests_and_refuses_new_ones() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    waiting = [h.req("b"), h.req("a"), h.req("c")]
+    h.take()
+    h.sched.on_shutdown()
+    assert h.take() == [("fail", r, ShuttingDown) for r in waiting]
+    late = h.req("a")
+    assert h.take() == [("fail", late, ShuttingDown)]
+    assert all(s.waiting == 0 for s in h.sched.statuses().values())
+    h.release(held)  # a granted request still releases
+    assert h.status("a").in_flight == 0
+
+
+def test_shutdown_while_starting_fails_the_waiters() -> None:
+    h = Harness(ABC)
+    rid = h.req("a")
+    h.take()
+    h.sched.on_shutdown()
+    assert h.take() == [("fail", rid, ShuttingDown)]
+    h.started("a")
+    assert h.take() == []
+
+
+def test_no_deadline_after_shutdown() -> None:
+    h = Harness(TTL_MODELS, SEPARATE)
+    h.bring_up("a", at=1.0)
+    h.sched.on_shutdown()
+    assert h.sched.next_deadline() is None
+
+
+# -- statuses -----------------------------------------------------------------------------------
+
+
+def test_statuses_cover_every_model() -> None:
+    h = Harness(ABC)
+    assert h.sched.statuses() == {m: ModelStatus(STOPPED, 0, 0, None) for m in ABC}
+    h.req("a")
+    h.req("b")
+    h.req("b")
+    assert {m: s.waiting for m, s in h.sched.statuses().items()} == {"a": 1, "b": 2, "c": 0}
+
+
+# -- random traffic against a fake world --------------------------------------------------------
+
+CONFIGS = {
+    # one default group: swap + exclusive
+    "default": ({"a": {"ttl": 5}, "b": {"concurrencyLimit": 2}, "c": {}}, None),
+    # every kind of group at once
+    "mixed": (
+        {
+            "a": {},
+            "b": {"ttl": 4},
+            "c": {"concurrencyLimit": 1},
+            "d": {"ttl": 6},
+            "p": {},
+            "q": {"ttl": 3},
+            "z": {},
+        },
+        {
+            "swapx": {"members": ["a", "b"]},
+            "free": {"swap": False, "exclusive": False, "members": ["c", "d"]},
+            "keep": {"persistent": True, "exclusive": False, "members": ["p", "q"]},
+        },
+    ),
+    # swap groups that leave each other alone, and one exclusive non-swap group
+    "shared": (
+        {"a": {"ttl": 2}, "b": {}, "c": {}, "d": {"concurrencyLimit": 3}, "e": {}, "f": {}},
+        {
+            "g1": {"exclusive": False, "members": ["a", "b"]},
+            "g2": {"exclusive": False, "members": ["c", "d"]},
+            "g3": {"swap": False, "exclusive": True, "members": ["e", "f"]},
+        },
+    ),
+}
+
+ALLOWED = {
+    (STOPPED, STARTING),
+    (FAILED, STARTING),
+    (STARTING, READY),
+    (STARTING, FAILED),
+    (READY, STOPPING),
+    (READY, FAILED),
+    (STOPPING, STOPPED),
+}
+
+
+class World:
+    """The fake world behind `Effects`: it records what the scheduler asks for, checks each
+    request against what it knows, and finishes starts and stops only when told to."""
+
+    def __init__(self, models: Mapping[str, Any], rules: GroupRules) -> None:
+        self.configs = models
+        self.rules = rules
+        self.alive: set[str] = set()  # a process exists (starting, ready or stopping)
+        self.started_seq: dict[str, int] = {}  # when each alive model was started
+        self._seq = itertools.count()
+        self.starting: set[str] = set()
+        self.stopping: set[str] = set()
+        self.state = dict.fromkeys(models, STOPPED)
+        self.model_of: dict[RequestId, str] = {}
+        self.outcomes: dict[RequestId, list[Any]] = {}
+        self.released: set[RequestId] = set()
+        self.released_early: set[RequestId] = set()  # cancelled before any outcome
+        self.holding: dict[RequestId, str] = {}  # granted, not yet released
+        self.idle_since: dict[str, float] = {}
+        self.start_error: ModelStartError | None = None
+        self.closed = False
+
+    @property
+    def ready(self) -> set[str]:
+        return self.alive - self.starting - self.stopping
+
+    def in_flight(self, model: str) -> int:
+        return sum(1 for m in self.holding.values() if m == model)
+
+    def _outcome(self, request: RequestId, what: Any) -> None:
+        assert request in self.model_of, f"outcome for unknown request {request}"
+        assert request not in self.released, f"outcome for released request {request}"
+        assert self.outcomes[request] == [], f"second outcome for {request}: {what}"
+        self.outcomes[request].append(what)
+
+    # Effects
+    def grant(self, request: RequestId, model: str) -> None:
+        self._outcome(request, ("grant", model))
+        assert self.model_of[request] == model
+        assert model in self.ready, f"granted {model} which is not ready"
+        limit = self.configs[model].concurrency_limit
+        assert not limit or self.in_flight(model) < limit
+        self.holding[request] = model
+
+    def fail(self, request: RequestId, error: TrioswapError) -> None:
+        self._outcome(request, ("fail", error))
+        model = self.model_of[request]
+        if isinstance(error, ShuttingDown):
+            assert self.closed
+        elif isinstance(error, TooManyRequests):
+            assert model in self.ready
+            assert self.in_flight(model) >= self.configs[model].concurrency_limit > 0
+        else:
+            assert isinstance(error, ModelStartError)
+            assert error is self.start_error
+            assert error.model == model
+
+    def start(self, model: str) -> None:
+        assert model not in self.alive, f"start of {model} which is alive"
+        in_the_way = evict_for(model, self.alive, self.rules)
+        assert not in_the_way, f"start of {model} while {in_the_way} still alive"
+        self.alive.add(model)
+        self.starting.add(model)
+        self.started_seq[model] = next(self._seq)
+
+    def stop(self, model: str) -> None:
+        assert model in self.ready, f"stop of {model} which is not ready"
+        assert self.in_flight(model) == 0, f"stop of {model} with requests in flight"
+        self.stopping.add(model)
+
+    def transition(self, model: str, old: ModelState, new: ModelState) -> None:
+        assert self.state[model] is old, (model, self.state[model], old, new)
+        assert (old, new) in ALLOWED, (model, old, new)
+        self.state[model] = new
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.ids = itertools.count(1)
+        self.settled_once = False
+
+    @initialize(name=st.sampled_from(sorted(CONFIGS)))
+    def setup(self, name: str) -> None:
+        models, groups = CONFIGS[name]
+        config = loads(config_yaml(models, groups))
+        self.model_ids = sorted(config.models)
+        self.rules = GroupRules.from_config(config)
+        self.world = World(config.models, self.rules)
+        self.sched = Scheduler(config.models, self.rules, self.world)
+        self.ttl = {m: c.ttl for m, c in config.models.items()}
+
+    def _time(self, dt: float) -> float:
+        self.now += dt
+        return self.now
+
+    # -- events -----------------------------------------------------------------------------
+
+    @rule(data=st.data(), dt=st.sampled_from([0.0, 0.5, 1.0, 3.0]))
+    def request(self, data: st.DataObject, dt: float) -> None:
+        model = data.draw(st.sampled_from(self.model_ids), label="model")
+        rid = next(self.ids)
+        self.world.model_of[rid] = model
+        self.world.outcomes[rid] = []
+        self.sched.on_request(rid, model, self._time(dt))
+
+    @precondition(lambda self: self.world.model_of)
+    @rule(data=st.data(), dt=st.sampled_from([0.0, 0.5, 2.0]))
+    def release(self, data: st.DataObject, dt: float) -> None:
+        """A request finishes, or its client goes away (before or after the grant). Sometimes
+        one already released, to check that a second release is harmless."""
+        live = sorted(set(self.world.model_of) - self.world.released)
+        pool = live if live and data.draw(st.integers(0, 4), label="fresh") else None
+        rid = data.draw(st.sampled_from(pool or sorted(self.world.model_of)), label="request")
+        self._release(rid, self._time(dt))
+
+    def _release(self, rid: RequestId, now: float) -> None:
+        w = self.world
+        if rid not in w.released and not w.outcomes[rid]:
+            w.released_early.add(rid)
+        w.released.add(rid)
+        model = w.holding.pop(rid, None)
+        if model is not None and w.in_flight(model) == 0:
+            w.idle_since[model] = now
+        self.sched.on_release(rid, now)
+
+    @precondition(lambda self: self.world.starting)
+    @rule(data=st.data(), ok=st.booleans(), dt=st.sampled_from([0.0, 1.0]))
+    def finish_start(self, data: st.DataObject, ok: bool, dt: float) -> None:
+        model = data.draw(st.sampled_from(sorted(self.world.starting)), label="model")
+        self._finish_start(model, ok, self._time(dt))
+
+    def _finish_start(self, model: str, ok: bool, now: float) -> None:
+        w = self.world
+        w.starting.discard(model)
+        if ok:
+            w.start_error = None
+            w.idle_since[model] = now
+        else:
+            w.alive.discard(model)
+            w.start_error = ModelStartError(model, "not healthy")
+        self.sched.on_start_done(model, w.start_error, now)
+
+    @precondition(lambda self: self.world.stopping)
+    @rule(data=st.data(), dt=st.sampled_from([0.0, 1.0]))
+    def finish_stop(self, data: st.DataObject, dt: float) -> None:
+        model = data.draw(st.sampled_from(sorted(self.world.stopping)), label="model")
+        self._finish_stop(model, self._time(dt))
+
+    def _finish_stop(self, model: str, now: float) -> None:
+        self.world.stopping.discard(model)
+        self.world.alive.discard(model)
+        self.sched.on_stop_done(model, now)
+
+    @precondition(lambda self: self.world.ready)
+    @rule(data=st.data())
+    def crash(self, data: st.DataObject) -> None:
+        model = data.draw(st.sampled_from(sorted(self.world.ready)), label="model")
+        self.world.alive.discard(model)
+        self.sched.on_exited(model, "killed by signal 9", self.now)
+
+    @rule(data=st.data(), everything=st.booleans())
+    def unload(self, data: st.DataObject, everything: bool) -> None:
+        models = (
+            None
+            if everything
+            else data.draw(st.sets(st.sampled_from(self.model_ids), max_size=2), label="models")
+        )
+        self.sched.on_unload(models, self.now)
+
+    @rule(dt=st.sampled_from([0.5, 2.0, 7.0]))
+    def tick(self, dt: float) -> None:
+        self.sched.on_tick(self._time(dt))
+
+    @precondition(lambda self: not self.world.closed)
+    @rule(go=st.integers(0, 7))
+    def shutdown(self, go: int) -> None:
+        if go != 7:  # rare, so most runs see long traffic first
+            return
+        self.world.closed = True
+        self.sched.on_shutdown()
+
+    @rule()
+    def settle_now(self) -> None:
+        self.settle()
+
+    # -- the world settles --------------------------------------------------------------------
+
+    def settle(self) -> None:
+        """Finish every start and stop, release every granted request, until nothing moves;
+        then every request that was not cancelled first has exactly one outcome."""
+        w = self.world
+        for _ in range(10_000):
+            if w.starting:
+                self._finish_start(min(w.starting), True, self.now)
+            elif w.stopping:
+                self._finish_stop(min(w.stopping), self.now)
+            elif w.holding:
+                self._release(min(w.holding), self.now)
+            else:
+                break
+            self.check()
+        else:
+            raise AssertionError("the world never settled")
+        for rid, outcome in w.outcomes.items():
+            if rid in w.released_early:
+                assert outcome == [], rid
+            else:
+                assert len(outcome) == 1, f"request {rid} for {w.model_of[rid]} was lost"
+        statuses = self.sched.statuses()
+        assert all(s.waiting == 0 for s in statuses.values()), statuses
+        assert all(s.in_flight == 0 for s in statuses.values()), statuses
+        assert all(s.state in (READY, STOPPED, FAILED) for s in statuses.values()), statuses
+
+    def teardown(self) -> None:
+        if hasattr(self, "world"):
+            self.settle()
+
+    # -- after every step ---------------------------------------------------------------------
+
+    @invariant()
+    def check(self) -> None:
+        w = self.world
+        statuses = self.sched.statuses()
+        for model, s in statuses.items():
+            assert s.in_flight >= 0, (model, s)
+            assert s.in_flight == w.in_flight(model), (model, s)
+            assert s.state is w.state[model], (model, s, w.state[model])
+            expected = {
+                STARTING: model in w.starting,
+                STOPPING: model in w.stopping,
+                READY: model in w.ready,
+            }
+            for state, holds in expected.items():
+                assert (s.state is state) == holds, (model, s, w.alive, w.starting, w.stopping)
+            if s.state in (STOPPED, FAILED):
+                assert model not in w.alive
+        # of two alive models, the later one did not have to evict the earlier
+        for x in w.alive:
+            for y in w.alive - {x}:
+                if w.started_seq[x] > w.started_seq[y]:
+                    assert not evict_for(x, [y], self.rules), (x, y)
+        # a request is queued exactly when it has no outcome yet and was not released
+        pending = Counter(
+            w.model_of[r] for r, o in w.outcomes.items() if not o and r not in w.released
+        )
+        assert {m: s.waiting for m, s in statuses.items() if s.waiting} == dict(pending)
+        # ttl deadlines
+        deadline = self.sched.next_deadline()
+        busy = w.starting or w.stopping
+        if w.closed or busy:
+            assert deadline is None
+        if deadline is not None:
+            assert deadline > self.now, "an expired model was left running"
+            idle = [
+                w.idle_since[m] + self.ttl[m]
+                for m in w.ready
+                if self.ttl[m] > 0 and w.in_flight(m) == 0
+            ]
+            assert deadline == min(idle)
+
+
+SchedulerMachine.TestCase.settings = settings(
+    max_examples=300,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestSchedulerRandomTraffic = SchedulerMachine.TestCase
