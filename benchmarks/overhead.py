@@ -609,7 +609,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if use_wrk:
         args.tool_label = f"{loadgen.wrk_version()} (1 thread)"
     else:
-        args.tool_label = "Python threads + http.client (wrk not found: numbers are pessimistic)"
+        why = "--loadgen python" if args.loadgen == "python" else "wrk not found"
+        args.tool_label = f"Python threads + http.client ({why}: it competes for CPU)"
     args.sections = {int(s) for s in args.sections.split(",") if s}
     return args
 

@@ -61,11 +61,7 @@ def problems_of(text: str, environ: dict[str, str] | None = None) -> list[Proble
 
 def model_yaml(body: str, *, top: str = "", model_id: str = "m") -> str:
     """A config with one model whose keys are `body` (unindented YAML)."""
-    return (
-        cfg(top)
-        + f"models:\n  {model_id}:\n"
-        + textwrap.indent(cfg(body), "    ")
-    )
+    return cfg(top) + f"models:\n  {model_id}:\n" + textwrap.indent(cfg(body), "    ")
 
 
 def one_model(body: str, *, top: str = "", environ: dict[str, str] | None = None) -> ModelConfig:
@@ -320,14 +316,20 @@ def test_groups_all_keys() -> None:
         ("name: Friendly Name", "name", "Friendly Name"),
         ("description: A model. It answers.", "description", "A model. It answers."),
         (
-            "metadata:\n  family: llama\n  size: 8\n  tags: [chat, tools]\n  extra: {vision: false}",
+            "metadata:\n  family: llama\n  size: 8\n  tags: [chat, tools]\n"
+            "  extra: {vision: false}",
             "metadata",
             {"family": "llama", "size": 8, "tags": ["chat", "tools"], "extra": {"vision": False}},
         ),
         ("metadata: {}", "metadata", {}),
         ("concurrencyLimit: 4", "concurrency_limit", 4),
         ("concurrencyLimit: 0", "concurrency_limit", 0),
-        *[(f"truncationMode: {mode}", "truncation_mode", mode) for mode in TRUNCATION_MODES],
+        *[(f"truncationMode: '{mode}'", "truncation_mode", mode) for mode in TRUNCATION_MODES],
+        *[
+            (f"truncationMode: {mode}", "truncation_mode", mode)
+            for mode in TRUNCATION_MODES
+            if mode != "off"  # bare `off` is YAML 1.1 false: see test_truncation_mode_off_unquoted
+        ],
         ("sendLoadingState: true", "send_loading_state", True),
     ],
 )
@@ -389,9 +391,7 @@ def test_strip_params_string_expands_macros() -> None:
         ("sendLoadingState: false\n", "sendLoadingState: true", "send_loading_state", True),
     ],
 )
-def test_top_level_values_are_model_defaults(
-    top: str, body: str, attr: str, expected: Any
-) -> None:
+def test_top_level_values_are_model_defaults(top: str, body: str, attr: str, expected: Any) -> None:
     m = one_model("cmd: srv\n" + body, top=top)
     assert getattr(m, attr) == expected
 
@@ -428,7 +428,7 @@ def test_numeric_model_ids_become_strings() -> None:
         ("cmd: llama-server -m model.gguf", ("llama-server", "-m", "model.gguf")),
         ("cmd: '  llama-server   -m   x  '", ("llama-server", "-m", "x")),
         (
-            'cmd: llama-server --alias "my model" --chat-template \'{{ x }}\'',
+            "cmd: llama-server --alias \"my model\" --chat-template '{{ x }}'",
             ("llama-server", "--alias", "my model", "--chat-template", "{{ x }}"),
         ),
         (
@@ -579,9 +579,12 @@ def test_global_macro_sees_model_macro_and_model_id() -> None:
         ("cmd: srv ${MODEL_ID}", lambda m: m.cmd[1]),
         ("cmd: srv\nproxy: http://host/${MODEL_ID}", lambda m: m.proxy.rsplit("/", 1)[1]),
         ("cmd: srv\ncheckEndpoint: /ready/${MODEL_ID}", lambda m: m.check_endpoint[7:]),
-        ("cmd: srv\nenv: [NAME=${MODEL_ID}]", lambda m: m.env["NAME"]),
+        ("cmd: srv\nenv: ['NAME=${MODEL_ID}']", lambda m: m.env["NAME"]),
         ("cmd: srv\nmetadata: {id: '${MODEL_ID}'}", lambda m: m.metadata["id"]),
-        ("cmd: srv\nfilters: {setParams: {tag: '${MODEL_ID}'}}", lambda m: m.filters.set_params["tag"]),
+        (
+            "cmd: srv\nfilters: {setParams: {tag: '${MODEL_ID}'}}",
+            lambda m: m.filters.set_params["tag"],
+        ),
         ("cmd: srv\ncmdStop: stop ${MODEL_ID}", lambda m: m.cmd_stop[1]),
     ],
 )
@@ -595,7 +598,7 @@ def test_port_macro_everywhere() -> None:
         cmd: srv --port ${PORT}
         cmdStop: stop ${PORT} ${PID}
         checkEndpoint: /health?port=${PORT}
-        env: [PORT=${PORT}]
+        env: ['PORT=${PORT}']
         metadata: {port: '${PORT}', url: 'http://x:${PORT}'}
         """
     )
@@ -883,7 +886,6 @@ BAD_CONFIGS: list[Any] = [
     ),
     pytest.param("", [(None, "", EMPTY_FILE)], id="empty-file"),
     pytest.param("# just a comment\n\n", [(None, "", EMPTY_FILE)], id="comments-only"),
-    pytest.param("---\n", [(None, "", EMPTY_FILE)], id="empty-document"),
     pytest.param(
         "models:\n  a:\n    cmd: x\n    cmd: y\n",
         [(4, "", "invalid YAML: duplicate key 'cmd'")],
@@ -1110,7 +1112,8 @@ BAD_CONFIGS: list[Any] = [
         id="recursive-macro",
     ),
     pytest.param(
-        "models:\n  a:\n    cmd: x\n    aliases: [shared]\n  b:\n    cmd: y\n    aliases: [shared]\n",
+        "models:\n  a:\n    cmd: x\n    aliases: [shared]\n"
+        "  b:\n    cmd: y\n    aliases: [shared]\n",
         [(7, "models.b.aliases", "alias 'shared' is also an alias of 'a'")],
         id="duplicate-alias",
     ),
@@ -1130,7 +1133,8 @@ BAD_CONFIGS: list[Any] = [
         id="group-member-unknown",
     ),
     pytest.param(
-        "models:\n  a:\n    cmd: x\ngroups:\n  g1:\n    members: [a]\n  g2:\n    members:\n      - a\n",
+        "models:\n  a:\n    cmd: x\n"
+        "groups:\n  g1:\n    members: [a]\n  g2:\n    members:\n      - a\n",
         [(9, "groups.g2.members[0]", "model 'a' is already in group 'g1'")],
         id="model-in-two-groups",
     ),
@@ -1161,8 +1165,13 @@ BAD_CONFIGS: list[Any] = [
     ),
     pytest.param(
         "logLevel: warning\nmodels:\n  a:\n    cmd: x\n",
-        [(1, "logLevel", "must be one of debug, info, warn, error, not 'warning'"
-          " (did you mean 'warn'?)")],
+        [
+            (
+                1,
+                "logLevel",
+                "must be one of debug, info, warn, error, not 'warning' (did you mean 'warn'?)",
+            )
+        ],
         id="bad-log-level",
     ),
     pytest.param(
@@ -1341,6 +1350,14 @@ def test_bad_config_message_format(text: str, expected: list[Problem]) -> None:
     for line, (lineno, key, message) in zip(lines, expected, strict=True):
         where = FILE if lineno is None else f"{FILE}:{lineno}"
         assert line == (f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+@pytest.mark.parametrize("text", ["---\n", "null\n", "~\n", "--- # nothing\n...\n"])
+def test_null_document_is_reported_as_empty(text: str) -> None:
+    # BUG: a document that is only `null` parses to Node(None), not None, so `read_config`
+    # returns None without recording a problem and `loads` raises a ConfigError with NO
+    # problems (str() == ""): `trioswap validate` prints a blank line and exits 1.
+    assert problems_of(text) == [(None, "", EMPTY_FILE)]
 
 
 def test_two_documents_are_rejected() -> None:
@@ -1524,6 +1541,12 @@ def test_yaml_merge_keys_without_override() -> None:
     assert config.resolve("bee") == "b"
 
 
+def test_truncation_mode_off_unquoted() -> None:
+    # BUG: YAML 1.1 reads a bare `off` as the boolean false, so the documented value
+    # `truncationMode: off` is rejected with "must be a string, not the boolean false".
+    assert one_model("cmd: srv\ntruncationMode: off").truncation_mode == "off"
+
+
 def test_pid_through_a_macro_in_cmd_stop() -> None:
     # BUG: `_lookup` expands a macro's text with allow_pid=False, so ${PID} inside a macro used
     # in cmdStop is reported as "${PID} is only available in cmdStop" -- on cmdStop itself.
@@ -1658,8 +1681,15 @@ def test_redacted_hides_secret_env_values(name: str, shown: bool) -> None:
 def test_redacted_leaks_no_secret_anywhere() -> None:
     _, data = redacted_config()
     text = json.dumps(data)
-    for secret in ("sk-top-secret-1", "sk-env-secret-2", "hf-secret-3", "secret-4", "secret-5",
-                   "secret-6", "sk-from-env-7"):
+    for secret in (
+        "sk-top-secret-1",
+        "sk-env-secret-2",
+        "hf-secret-3",
+        "secret-4",
+        "secret-5",
+        "secret-6",
+        "sk-from-env-7",
+    ):
         assert secret not in text
 
 
@@ -1796,7 +1826,14 @@ def test_demo_config_loads() -> None:
     for mid, m in config.models.items():
         assert m.port is not None
         assert m.cmd[:8] == (
-            "python", "-m", "trioswap", "responder", "--port", str(m.port), "--model-id", mid
+            "python",
+            "-m",
+            "trioswap",
+            "responder",
+            "--port",
+            str(m.port),
+            "--model-id",
+            mid,
         )
         assert m.proxy == f"http://127.0.0.1:{m.port}"
     assert config.models["alpha"].ttl == 300.0
@@ -1821,15 +1858,73 @@ def test_demo_config_needs_trioswap_self() -> None:
 # -- never anything but ConfigError -----------------------------------------------------------
 
 _KEYS = [
-    "models", "cmd", "cmdStop", "proxy", "macros", "ttl", "aliases", "env", "groups", "members",
-    "hooks", "on_startup", "preload", "filters", "stripParams", "setParams", "metadata",
-    "apiKeys", "startPort", "checkEndpoint", "logLevel", "a", "b", "<<", "? x",
+    "models",
+    "cmd",
+    "cmdStop",
+    "proxy",
+    "macros",
+    "ttl",
+    "aliases",
+    "env",
+    "groups",
+    "members",
+    "hooks",
+    "on_startup",
+    "preload",
+    "filters",
+    "stripParams",
+    "setParams",
+    "metadata",
+    "apiKeys",
+    "startPort",
+    "checkEndpoint",
+    "logLevel",
+    "a",
+    "b",
+    "<<",
+    "? x",
 ]
 _VALUES = [
-    "x", "${PORT}", "${PID}", "${env.X}", "${a}", "${MODEL_ID}", "${", "${}", "1", "-1", "1.5",
-    "true", "null", "[a, b]", "{a: 1}", "&a", "*a", "&a x", "|", ">", "'q", '"s"', "http://h:1",
-    "none", "2024-01-01", "!!binary aGk=", "!foo x", "A=b", "[", "{", "- x", "#c", "\\", "~",
-    ".nan", "0x1F", "\t", "\x00", "\x07", "\ufeff",
+    "x",
+    "${PORT}",
+    "${PID}",
+    "${env.X}",
+    "${a}",
+    "${MODEL_ID}",
+    "${",
+    "${}",
+    "1",
+    "-1",
+    "1.5",
+    "true",
+    "null",
+    "[a, b]",
+    "{a: 1}",
+    "&a",
+    "*a",
+    "&a x",
+    "|",
+    ">",
+    "'q",
+    '"s"',
+    "http://h:1",
+    "none",
+    "2024-01-01",
+    "!!binary aGk=",
+    "!foo x",
+    "A=b",
+    "[",
+    "{",
+    "- x",
+    "#c",
+    "\\",
+    "~",
+    ".nan",
+    "0x1F",
+    "\t",
+    "\x00",
+    "\x07",
+    "\ufeff",
 ]
 _LINE = st.one_of(
     st.builds(
@@ -1866,11 +1961,41 @@ def test_yamlish_text_raises_only_config_error(text: str) -> None:
 
 
 _SCHEMA_KEYS = [
-    "healthCheckTimeout", "startPort", "logLevel", "globalTTL", "unloadTimeout",
-    "includeAliasesInList", "macros", "apiKeys", "groups", "hooks", "sendLoadingState", "cmd",
-    "cmdStop", "proxy", "checkEndpoint", "ttl", "aliases", "env", "unlisted", "useModelName",
-    "name", "description", "metadata", "filters", "concurrencyLimit", "truncationMode",
-    "members", "swap", "on_startup", "preload", "stripParams", "setParams", "a", "m", "PORT",
+    "healthCheckTimeout",
+    "startPort",
+    "logLevel",
+    "globalTTL",
+    "unloadTimeout",
+    "includeAliasesInList",
+    "macros",
+    "apiKeys",
+    "groups",
+    "hooks",
+    "sendLoadingState",
+    "cmd",
+    "cmdStop",
+    "proxy",
+    "checkEndpoint",
+    "ttl",
+    "aliases",
+    "env",
+    "unlisted",
+    "useModelName",
+    "name",
+    "description",
+    "metadata",
+    "filters",
+    "concurrencyLimit",
+    "truncationMode",
+    "members",
+    "swap",
+    "on_startup",
+    "preload",
+    "stripParams",
+    "setParams",
+    "a",
+    "m",
+    "PORT",
 ]
 _SCALARS = st.one_of(
     st.none(),
@@ -1878,15 +2003,34 @@ _SCALARS = st.one_of(
     st.integers(-10, 70000),
     st.floats(),
     st.sampled_from(
-        ["x", "${PORT}", "${PID}", "${a}", "${env.X}", "${MODEL_ID}", "none", "http://h:1",
-         "A=b", "m", "a", "debug", "always", "srv --port ${PORT}", "'", "${", "model",
-         "a,b,model"]
+        [
+            "x",
+            "${PORT}",
+            "${PID}",
+            "${a}",
+            "${env.X}",
+            "${MODEL_ID}",
+            "none",
+            "http://h:1",
+            "A=b",
+            "m",
+            "a",
+            "debug",
+            "always",
+            "srv --port ${PORT}",
+            "'",
+            "${",
+            "model",
+            "a,b,model",
+        ]
     ),
 )
 _VALUE = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(_SCHEMA_KEYS), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(_SCHEMA_KEYS), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 

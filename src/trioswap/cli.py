@@ -80,7 +80,10 @@ def _validate(file: str) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(json.dumps(redacted(config), indent=2))
+    try:
+        print(json.dumps(redacted(config), indent=2))
+    except BrokenPipeError:  # `trioswap validate FILE | head` is fine
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
     return 0
 
 

@@ -84,8 +84,10 @@ def count_words(value: object) -> int:
 
 
 def embed(text: str) -> list[float]:
-    """A deterministic unit vector derived from a hash of the text."""
-    raw = [n / 2**31 - 1.0 for n in struct.unpack(">8I", hashlib.sha256(text.encode()).digest())]
+    """A deterministic unit vector derived from a hash of the text (a SHA-256 digest is
+    exactly eight 32-bit words)."""
+    words = struct.unpack(f">{EMBEDDING_SIZE}I", hashlib.sha256(text.encode()).digest())
+    raw = [n / 2**31 - 1.0 for n in words]
     norm = math.sqrt(sum(v * v for v in raw)) or 1.0
     return [v / norm for v in raw]
 
@@ -306,7 +308,7 @@ class Responder:
                 "path": scope["path"],
                 "query": scope["query_string"].decode("latin-1"),
                 "headers": {
-                    name.decode("latin-1").lower(): value.decode("latin-1")
+                    name.decode("latin-1"): value.decode("latin-1")
                     for name, value in scope["headers"]
                 },
                 "body": body.decode(errors="replace"),
@@ -379,7 +381,8 @@ class Responder:
 
     async def generate(self, receive: Receive, pieces: list[str]) -> None:
         """Take as long as streaming the pieces would, for non-streaming answers."""
-        await self.paced(receive, partial(trio.sleep, self.delay * len(pieces)))
+        if self.delay:
+            await self.paced(receive, partial(trio.sleep, self.delay * len(pieces)))
 
     async def health(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         if self.slow_health:
