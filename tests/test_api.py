@@ -262,5 +262,43 @@ async def test_wrong_method_on_inference_route(launch: LaunchFn) -> None:
     ts = await launch(config())
     async with httpx.AsyncClient(base_url=ts.url) as client:
         response = await client.get("/v1/chat/completions")
-    assert response.status_code in (400, 405)
+    assert response.status_code == 405
     assert "error" in response.json()
+
+
+async def test_send_loading_state_streams_progress_then_the_answer(launch: LaunchFn) -> None:
+    ts = await launch(config("    sendLoadingState: true", flags="--startup-delay 0.3"))
+    async with ts.client() as client:
+        response = await client.post(
+            "/v1/chat/completions", json={"model": "m", "stream": True, "messages": []}
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in response.text.splitlines() if line]
+        first = json.loads(events[0])
+        assert first["choices"][0]["delta"]["reasoning_content"].startswith("Loading model m")
+        contents = [
+            json.loads(e)["choices"][0]["delta"].get("content", "")
+            for e in events[1:-1]
+            if json.loads(e)["choices"]
+        ]
+        assert "".join(contents).startswith("Hello from m")
+        assert events[-1] == "[DONE]"
+        # Once loaded, nothing extra is sent.
+        again = await client.post(
+            "/v1/chat/completions", json={"model": "m", "stream": True, "messages": []}
+        )
+        assert "reasoning_content" not in again.text
+
+
+async def test_send_loading_state_failed_start_ends_with_error_event(launch: LaunchFn) -> None:
+    ts = await launch(config("    sendLoadingState: true", flags="--fail-on-start"))
+    async with ts.client() as client:
+        response = await client.post(
+            "/v1/chat/completions", json={"model": "m", "stream": True, "messages": []}
+        )
+    assert response.status_code == 200
+    events = [line.removeprefix("data: ") for line in response.text.splitlines() if line]
+    assert "Loading model" in events[0]
+    error = json.loads(events[-1])["error"]
+    assert "failed to start" in error["message"]

@@ -1490,7 +1490,7 @@ def test_unprintable_characters_are_a_config_error(char: str) -> None:
         ),
         pytest.param("models:\n  a:\n    cmd: x\n    metadata: {l: &l [*l]}\n", id="list-alias"),
         pytest.param(
-            "models:\n  a:\n    cmd: x\n    metadata: {k: " + "[" * 3000 + "]" * 3000 + "}\n",
+            "models:\n  a:\n    cmd: x\n    metadata: {k: " + "[" * 800 + "]" * 800 + "}\n",
             id="deep-nesting",
         ),
     ],
@@ -2031,12 +2031,12 @@ _VALUE = st.recursive(
         st.lists(inner, max_size=3)
         | st.dictionaries(st.sampled_from(_SCHEMA_KEYS), inner, max_size=4)
     ),
-    max_leaves=20,
+    max_leaves=12,
 )
 
 
 @settings(
-    max_examples=300,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     database=None,

@@ -460,6 +460,28 @@ async def test_logs_requests_and_exits_cleanly_on_signal(signum: signal.Signals)
             assert await running.process.wait() == 0
 
 
+async def test_signal_during_startup_delay_exits_cleanly() -> None:
+    async with responder("--startup-delay", "30", wait_ready=False) as running:
+        with trio.fail_after(TIMEOUT):
+            await running.stderr.wait_for("pid")
+            running.process.send_signal(signal.SIGTERM)
+            assert await running.process.wait() == 0
+
+
+async def test_port_in_use_is_one_line_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(TIMEOUT):
+            result = await trio.run_process(
+                command(port), capture_stdout=True, capture_stderr=True, check=False
+            )
+    assert result.returncode == 1
+    assert f"error: cannot serve on 127.0.0.1:{port}" in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+
+
 async def test_startup_and_loading_delays() -> None:
     delays = ["--startup-delay", "0.2", "--loading-delay", "0.4", "--slow-health", "0.05"]
     async with responder(*delays, wait_ready=False) as running, running.client() as client:

@@ -8,6 +8,7 @@
     ├── TooManyRequests      a model's concurrencyLimit is reached
     ├── ShuttingDown         trioswap is stopping and takes no new work
     ├── BadRequest           the client's request cannot be understood
+    │   └── MethodNotAllowed
     └── Unauthorized         apiKeys are set and the request carries none of them
 
 Foreign errors (httpcore, yaml, OSError from spawning) are translated into these at one boundary each.
@@ -79,6 +80,11 @@ class ShuttingDown(TrioswapError):
 
 class BadRequest(TrioswapError):
     """The client's request cannot be understood (malformed JSON, no model named)."""
+
+
+class MethodNotAllowed(BadRequest):
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"{method} is not allowed on {path}")
 
 
 class Unauthorized(TrioswapError):

@@ -719,6 +719,11 @@ async def run(opts: argparse.Namespace, app: Responder) -> int:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals, signals, stop)
+        # Only now, so that a supervisor which saw this line can rely on a clean exit.
+        sys.stderr.write(f"responder {opts.model_id}: pid {os.getpid()}\n")
+        if app.grandchild_pid is not None:
+            sys.stderr.write(f"responder {opts.model_id}: grandchild pid {app.grandchild_pid}\n")
+        sys.stderr.flush()
         code = await start_and_serve(opts, app, stop)
         nursery.cancel_scope.cancel()
     return code
@@ -773,13 +778,8 @@ def spawn_grandchild() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
-    sys.stderr.write(f"responder {opts.model_id}: pid {os.getpid()}\n")
-    grandchild_pid = None
-    if opts.spawn_grandchild:
-        # Before ignoring SIGTERM, so the grandchild does not inherit that.
-        grandchild_pid = spawn_grandchild()
-        sys.stderr.write(f"responder {opts.model_id}: grandchild pid {grandchild_pid}\n")
-    sys.stderr.flush()
+    # Before ignoring SIGTERM, so the grandchild does not inherit that.
+    grandchild_pid = spawn_grandchild() if opts.spawn_grandchild else None
     if opts.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     app = Responder(

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from trioswap.errors import (
     BadRequest,
+    MethodNotAllowed,
     ModelNotFound,
     ModelStartError,
     ShuttingDown,
@@ -25,6 +26,7 @@ class Family(StrEnum):
 # status, OpenAI error type, Anthropic error type
 _MAPPING: dict[type[TrioswapError], tuple[int, str, str]] = {
     BadRequest: (400, "invalid_request_error", "invalid_request_error"),
+    MethodNotAllowed: (405, "invalid_request_error", "invalid_request_error"),
     Unauthorized: (401, "authentication_error", "authentication_error"),
     ModelNotFound: (404, "invalid_request_error", "not_found_error"),
     TooManyRequests: (429, "rate_limit_error", "rate_limit_error"),

@@ -65,6 +65,11 @@ class Supervisor:
             return {}
         return self._router.statuses()
 
+    def state_of(self, model: str) -> ModelState:
+        if self._router is None:
+            return ModelState.STOPPED
+        return self._router.state_of(model)
+
     def _events(self) -> trio.MemorySendChannel[Request | Release | Unload]:
         if self._router is None:
             raise ShuttingDown()

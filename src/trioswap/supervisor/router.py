@@ -99,6 +99,9 @@ class Router:
     def statuses(self) -> dict[str, ModelStatus]:
         return self._scheduler.statuses()
 
+    def state_of(self, model: str) -> ModelState:
+        return self._scheduler.state_of(model)
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery, self._receive:

@@ -171,6 +171,9 @@ class Scheduler:
         ]
         return min(deadlines, default=None)
 
+    def state_of(self, model: str) -> ModelState:
+        return self._slots[model].state
+
     def statuses(self) -> dict[str, ModelStatus]:
         waiting: dict[str, int] = {}
         for item in self._queue:

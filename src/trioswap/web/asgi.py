@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from trioswap.errors import BadRequest
+from trioswap.errors import MethodNotAllowed
 from trioswap.pipeline.exchange import Exchange, Headers
 from trioswap.pipeline.loader import Pipeline, RouteTable
 from trioswap.pipeline.runner import deliver_error, run_pipeline
@@ -62,7 +62,7 @@ class ProxyApp:
             body=body,
         )
         if exchange.method not in pipeline.methods:
-            await deliver_error(exchange, BadRequest(f"{exchange.method} is not allowed here"))
+            await deliver_error(exchange, MethodNotAllowed(exchange.method, exchange.path))
             return
         # A client that goes away cancels its exchange: the upstream request is closed and the
         # lease returned.

@@ -42,6 +42,7 @@ _UPSTREAM_ERRORS = (
     httpcore.UnsupportedProtocol,
     httpcore.ProxyError,
 )
+ERROR_DETAIL_BYTES = 2000
 # Connecting to a started server is quick; generating may take as long as it takes.
 TIMEOUTS = {"connect": 10.0, "read": None, "write": 60.0, "pool": None}
 
@@ -80,6 +81,9 @@ class Stream:
                 exchange.method, url, headers=headers, content=body,
                 extensions={"timeout": TIMEOUTS},
             ) as response:
+                if exchange.response_started:
+                    await _continue_stream(exchange, response)
+                    return True
                 out = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
                 content_type = _header(response.headers, b"content-type")
                 if content_type.startswith(b"text/event-stream"):
@@ -94,6 +98,23 @@ class Stream:
                     await sink.body(chunk, True)
         await sink.body(b"", False)
         return True
+
+
+async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> None:
+    """The client already has our status and headers (loading progress was sent): append the
+    upstream's body, or turn its failure into an error event."""
+    assert exchange.model_id is not None
+    if response.status != 200:
+        detail = b""
+        async for chunk in response.aiter_stream():
+            detail += chunk
+            if len(detail) > ERROR_DETAIL_BYTES:
+                break
+        text = detail[:ERROR_DETAIL_BYTES].decode(errors="replace")
+        raise UpstreamError(exchange.model_id, f"answered {response.status}: {text}")
+    async for chunk in response.aiter_stream():
+        await exchange.sink.body(chunk, True)
+    await exchange.sink.body(b"", False)
 
 
 def _header(headers: Headers, name: bytes) -> bytes:
