@@ -127,8 +127,16 @@ async def launch(tmp_path: Path) -> AsyncIterator[LaunchFn]:
             path = tmp_path / f"config-{len(started)}.yaml"
             path.write_text(textwrap.dedent(config_text))
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "trioswap", "--config", str(path),
-                 "--listen", "127.0.0.1:0", *extra_args],
+                [
+                    sys.executable,
+                    "-m",
+                    "trioswap",
+                    "--config",
+                    str(path),
+                    "--listen",
+                    "127.0.0.1:0",
+                    *extra_args,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,

@@ -55,7 +55,9 @@ async def test_malformed_json_is_400(launch: LaunchFn) -> None:
     ts = await launch(config())
     async with ts.client() as client:
         response = await client.post(
-            "/v1/chat/completions", content=b'{"model": "m", ', headers={"content-type": "application/json"}
+            "/v1/chat/completions",
+            content=b'{"model": "m", ',
+            headers={"content-type": "application/json"},
         )
         assert response.status_code == 400
         assert "not valid JSON" in response.json()["error"]["message"]
@@ -157,7 +159,9 @@ async def test_api_keys_on(launch: LaunchFn) -> None:
         assert response.headers["www-authenticate"].startswith("Basic")
         assert response.json()["error"]["type"] == "authentication_error"
         wrong = {"authorization": "Bearer sk-three"}
-        assert (await client.post("/v1/chat/completions", json={"model": "m"}, headers=wrong)).status_code == 401
+        assert (
+            await client.post("/v1/chat/completions", json={"model": "m"}, headers=wrong)
+        ).status_code == 401
         assert (await client.get("/running")).status_code == 401
         assert (await client.get("/v1/models")).status_code == 401
         assert (await client.get("/health")).status_code == 200
@@ -167,7 +171,9 @@ async def test_api_keys_on(launch: LaunchFn) -> None:
             {"x-api-key": "sk-two"},
             {"authorization": basic},
         ):
-            response = await client.post("/v1/chat/completions", json={"model": "m"}, headers=headers)
+            response = await client.post(
+                "/v1/chat/completions", json={"model": "m"}, headers=headers
+            )
             assert response.status_code == 200, headers
             assert (await client.get("/running", headers=headers)).status_code == 200
         response = await client.post("/v1/messages", json={"model": "m", "max_tokens": 5})
@@ -184,7 +190,9 @@ async def test_api_keys_on(launch: LaunchFn) -> None:
 
 async def test_stream_arrives_before_upstream_finishes(launch: LaunchFn) -> None:
     # 6 words at 4 words/s: the last chunk comes at least a second after the first.
-    ts = await launch(config(flags="--tokens-per-second 4 --response-text 'one two three four five six'"))
+    ts = await launch(
+        config(flags="--tokens-per-second 4 --response-text 'one two three four five six'")
+    )
     async with ts.client() as client:
         await client.post("/v1/chat/completions", json={"model": "m"})  # start it first
         arrivals: list[tuple[float, str]] = []
@@ -230,8 +238,9 @@ async def test_health_and_logs(launch: LaunchFn) -> None:
         assert text.startswith("HTTP/1.1 200")
         assert "responder m listening" in text
         for path in ("/logs/stream/proxy", "/logs/stream/upstream", "/logs/stream"):
-            text = await read_stream_until(ts.url, path, lambda t: "starting -> ready" in t or
-                                           "[m]" in t)
+            text = await read_stream_until(
+                ts.url, path, lambda t: "starting -> ready" in t or "[m]" in t
+            )
             assert text.startswith("HTTP/1.1 200")
         assert (await client.get("/logs/stream/nope")).status_code == 404
 

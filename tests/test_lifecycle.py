@@ -185,7 +185,8 @@ async def test_client_disconnect_releases_the_lease(launch: LaunchFn) -> None:
     async with stream:
         await stream.send_all(
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            + f"content-length: {len(body)}\r\n\r\n".encode() + body
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
         )
         received = b""
         while b"data: " not in received:

@@ -73,7 +73,9 @@ async def test_concurrent_requests_for_cold_model_start_it_once(launch: LaunchFn
 
 
 async def test_mixed_concurrent_traffic_never_runs_both(launch: LaunchFn) -> None:
-    ts = await launch(pair_config(extra_a="--tokens-per-second 200", extra_b="--tokens-per-second 200"))
+    ts = await launch(
+        pair_config(extra_a="--tokens-per-second 200", extra_b="--tokens-per-second 200")
+    )
     statuses: list[int] = []
     snapshots: list[set[str]] = []
     done = trio.Event()

@@ -99,8 +99,10 @@ async def _serve(config: Config, listen: str, demo: bool) -> int:
     try:
         listener = bind_listener(listen)
     except (OSError, ValueError) as exc:
-        print(f"trioswap: cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}",
-              file=sys.stderr)
+        print(
+            f"trioswap: cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}",
+            file=sys.stderr,
+        )
         return 1
     logs = LogHub()
     setup_logging(config.log_level, logs)

@@ -243,6 +243,7 @@ class _Reader:
         self.filename = filename
         self.environ = environ
         self.problems: list[ConfigProblem] = []
+        self.alias_lines: dict[tuple[str, str], int] = {}
 
     def problem(self, line: int | None, key: str, message: str) -> None:
         self.problems.append(ConfigProblem(self.filename, line, key, message))
@@ -341,6 +342,14 @@ class _Reader:
             return found if found is not None else value
         return self._expand_text(value, macros, line, key, allow_pid, depth=0)
 
+    def expand_node(self, node: Node, macros: Mapping[str, Any], key: str) -> Any:
+        """Like `expand`, but each entry reports problems at its own line."""
+        if isinstance(node.value, dict):
+            return {k: self.expand_node(v, macros, f"{key}.{k}") for k, v in node.value.items()}
+        if isinstance(node.value, list):
+            return [self.expand_node(v, macros, f"{key}[{i}]") for i, v in enumerate(node.value)]
+        return self.expand(node.value, macros, node.line, key)
+
     def _expand_text(
         self, text: str, macros: Mapping[str, Any], line: int, key: str, allow_pid: bool, depth: int
     ) -> str:
@@ -350,12 +359,20 @@ class _Reader:
                 if not allow_pid:
                     self.problem(line, key, "${PID} is only available in cmdStop")
                 return match.group(0)
-            found = self._lookup(name, macros, line, key, depth)
+            found = self._lookup(name, macros, line, key, depth, allow_pid)
             return match.group(0) if found is None else _macro_text(found)
 
         return _MACRO.sub(substitute, text)
 
-    def _lookup(self, name: str, macros: Mapping[str, Any], line: int, key: str, depth: int) -> Any:
+    def _lookup(
+        self,
+        name: str,
+        macros: Mapping[str, Any],
+        line: int,
+        key: str,
+        depth: int,
+        allow_pid: bool = False,
+    ) -> Any:
         if depth > 20:
             self.problem(line, key, f"macro ${{{name}}} expands recursively without end")
             return None
@@ -374,13 +391,13 @@ class _Reader:
             return None
         value = macros[name]
         if isinstance(value, str) and "${" in value:
-            return self._expand_text(value, macros, line, key, False, depth + 1)
+            return self._expand_text(value, macros, line, key, allow_pid, depth + 1)
         return value
 
     # -- the file -----------------------------------------------------------------------------
 
     def read_config(self, root: Node | None) -> Config | None:
-        if root is None:
+        if root is None or root.value is None:
             self.problem(None, "", "the file is empty; it needs at least a 'models:' section")
             return None
         top = self.mapping(root, "", _TOP_KEYS)
@@ -401,20 +418,21 @@ class _Reader:
         )
         send_loading = self.scalar(top, "sendLoadingState", "sendLoadingState", (bool,), False)
         global_macros = self.read_macros(top.get("macros"), "macros")
+        key_entries = self.string_list(top, "apiKeys", "apiKeys")
         api_keys = tuple(
             str(self.expand(k, global_macros, line, f"apiKeys[{i}]"))
-            for i, (k, line) in enumerate(self.string_list(top, "apiKeys", "apiKeys"))
+            for i, (k, line) in enumerate(key_entries)
         )
         for i, k in enumerate(api_keys):
             if not k.strip():
-                self.problem(top["apiKeys"].line, f"apiKeys[{i}]", "an API key must not be empty")
+                self.problem(key_entries[i][1], f"apiKeys[{i}]", "an API key must not be empty")
 
         models_node = top.get("models")
         if models_node is None or not models_node.value:
             self.problem(root.line, "models", "at least one model is required")
         model_nodes = self.mapping(models_node, "models", None)
         port_of = _allocate_ports(
-            [mid for mid, n in model_nodes.items() if _uses_port(n)], start_port
+            [mid for mid, n in model_nodes.items() if _uses_port(n, global_macros)], start_port
         )
         models: dict[str, ModelConfig] = {}
         for model_id, node in model_nodes.items():
@@ -510,7 +528,9 @@ class _Reader:
             default_unload_timeout,
             _at_least(0),
         )
-        aliases = tuple(a for a, _ in self.string_list(m, "aliases", f"{key}.aliases"))
+        alias_entries = self.string_list(m, "aliases", f"{key}.aliases")
+        aliases = tuple(a for a, _ in alias_entries)
+        self.alias_lines.update({(model_id, a): line for a, line in alias_entries})
         env: dict[str, str] = {}
         for i, (entry, line) in enumerate(self.string_list(m, "env", f"{key}.env")):
             name, sep, value = entry.partition("=")
@@ -521,10 +541,13 @@ class _Reader:
 
         metadata_node = m.get("metadata")
         metadata = self.mapping(metadata_node, f"{key}.metadata", None)
-        metadata_values = self.expand(
-            _plain(metadata), macros, _line(m, "metadata", node), f"{key}.metadata"
-        )
+        metadata_values = {
+            k: self.expand_node(v, macros, f"{key}.metadata.{k}") for k, v in metadata.items()
+        }
         filters = self.read_filters(m.get("filters"), macros, f"{key}.filters")
+        truncation = m.get("truncationMode")
+        if truncation is not None and truncation.value is False:
+            m["truncationMode"] = Node("off", truncation.line)  # YAML 1.1 reads a bare off as false
         return ModelConfig(
             id=model_id,
             cmd=cmd,
@@ -591,12 +614,10 @@ class _Reader:
         # The model name is how requests are routed; it can't be stripped.
         strip = [p for p in strip if p != "model"]
         set_params_node = f.get("setParams")
-        set_params = self.expand(
-            _plain(self.mapping(set_params_node, f"{key}.setParams", None)),
-            macros,
-            set_params_node.line if set_params_node else 0,
-            f"{key}.setParams",
-        )
+        set_params = {
+            k: self.expand_node(v, macros, f"{key}.setParams.{k}")
+            for k, v in self.mapping(set_params_node, f"{key}.setParams", None).items()
+        }
         if "model" in set_params:
             self.problem(
                 set_params_node.line if set_params_node else None,
@@ -611,8 +632,8 @@ class _Reader:
     ) -> dict[str, str]:
         aliases: dict[str, str] = {}
         for model in models.values():
-            line = _line(self.mapping(nodes[model.id], "", None), "aliases", nodes[model.id])
             for alias in model.aliases:
+                line = self.alias_lines[(model.id, alias)]
                 key = f"models.{model.id}.aliases"
                 if alias in models:
                     self.problem(line, key, f"alias {alias!r} is already a model id")
@@ -703,17 +724,6 @@ def _macro_text(value: Any) -> str:
     return str(value)
 
 
-def _plain(m: Mapping[str, Node]) -> dict[str, Any]:
-    def unwrap(node: Node) -> Any:
-        if isinstance(node.value, dict):
-            return {k: unwrap(v) for k, v in node.value.items()}
-        if isinstance(node.value, list):
-            return [unwrap(v) for v in node.value]
-        return node.value
-
-    return {k: unwrap(v) for k, v in m.items()}
-
-
 def _line(m: Mapping[str, Node], name: str, fallback: Node) -> int:
     return m[name].line if name in m else fallback.line
 
@@ -734,17 +744,32 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
 def _port_range_check(v: int) -> str | None:
     if 1 <= v <= 65535 - PORT_SPAN:
         return None
-    return f"must be between 1 and {65535 - PORT_SPAN} (models get ports up to startPort+{PORT_SPAN - 1})"
+    highest = 65535 - PORT_SPAN
+    return f"must be between 1 and {highest} (models get ports up to startPort+{PORT_SPAN - 1})"
 
 
-def _uses_port(node: Node) -> bool:
-    """Whether a model needs ${PORT}: it names it, or relies on the default proxy URL."""
+def _uses_port(node: Node, global_macros: Mapping[str, Any]) -> bool:
+    """Whether a model needs ${PORT}: it names it (directly or through macros), or relies on
+    the default proxy URL."""
     if not isinstance(node.value, dict):
         return False
     if "proxy" not in node.value:
         return True
+    macros = dict(global_macros)
+    own = node.value.get("macros")
+    if own is not None and isinstance(own.value, dict):
+        macros.update({k: v.value for k, v in own.value.items()})
+
+    def names_port(text: Any, depth: int = 0) -> bool:
+        if not isinstance(text, str) or depth > 20:
+            return False
+        return any(
+            name == "PORT" or names_port(macros.get(name), depth + 1)
+            for name in _MACRO.findall(text)
+        )
+
     return any(
-        isinstance(child.value, str) and "${PORT}" in child.value
+        names_port(child.value)
         for name, child in node.value.items()
         if name in ("cmd", "cmdStop", "proxy", "checkEndpoint")
     )

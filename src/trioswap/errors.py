@@ -1,9 +1,9 @@
 """The exception tree of trioswap, written down once.
 
     TrioswapError
-    ├── ConfigError          the config file is invalid; carries every problem with file:line and key
+    ├── ConfigError          the config is invalid; every problem with file:line and key
     ├── ModelNotFound        a request named a model the config does not know
-    ├── ModelStartError      a model server exited or never became healthy; carries its last log lines
+    ├── ModelStartError      a model server exited or never became healthy; has its last log lines
     ├── UpstreamError        talking to a running model server failed (connect, read, protocol)
     ├── TooManyRequests      a model's concurrencyLimit is reached
     ├── ShuttingDown         trioswap is stopping and takes no new work
@@ -11,7 +11,8 @@
     │   └── MethodNotAllowed
     └── Unauthorized         apiKeys are set and the request carries none of them
 
-Foreign errors (httpcore, yaml, OSError from spawning) are translated into these at one boundary each.
+Foreign errors (httpcore, yaml, OSError from spawning) are translated into these at one
+boundary each.
 """
 
 from __future__ import annotations

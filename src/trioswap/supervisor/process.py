@@ -92,7 +92,7 @@ class ModelServer:
         self._gone = trio.Event()
         read_fd, write_fd = os.pipe()
         try:
-            popen = subprocess.Popen(
+            popen = subprocess.Popen(  # noqa: ASYNC220 - forked on this thread on purpose, see top
                 self.config.cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=write_fd,

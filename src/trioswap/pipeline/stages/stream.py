@@ -78,7 +78,10 @@ class Stream:
         sink = exchange.sink
         with upstream_errors(exchange.model_id):
             async with self._pool.stream(
-                exchange.method, url, headers=headers, content=body,
+                exchange.method,
+                url,
+                headers=headers,
+                content=body,
                 extensions={"timeout": TIMEOUTS},
             ) as response:
                 if exchange.response_started:
@@ -90,7 +93,7 @@ class Stream:
                     exchange.event_stream = True
                     out = [(k, v) for k, v in out if k.lower() != b"cache-control"]
                     out.extend(EVENT_STREAM_HEADERS)
-                elif (length := _header(response.headers, b"content-length")):
+                elif length := _header(response.headers, b"content-length"):
                     out.append((b"content-length", length))
                 exchange.response_started = True
                 await sink.start(response.status, out)
