@@ -35,6 +35,7 @@ HOP_BY_HOP = frozenset(
 )
 CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 EVENT_STREAM_HEADERS: Headers = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
+_EVENT_STREAM_NAMES = frozenset(name for name, _ in EVENT_STREAM_HEADERS)
 _UPSTREAM_ERRORS = (
     httpcore.NetworkError,
     httpcore.TimeoutException,
@@ -91,7 +92,7 @@ class Stream:
                 content_type = _header(response.headers, b"content-type")
                 if content_type.startswith(b"text/event-stream"):
                     exchange.event_stream = True
-                    out = [(k, v) for k, v in out if k.lower() != b"cache-control"]
+                    out = [(k, v) for k, v in out if k.lower() not in _EVENT_STREAM_NAMES]
                     out.extend(EVENT_STREAM_HEADERS)
                 elif length := _header(response.headers, b"content-length"):
                     out.append((b"content-length", length))
