@@ -211,6 +211,31 @@ def _pid_alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def pid_running(pid: int) -> bool:
+    """Whether `pid` exists and has not exited (a zombie counts as exited)."""
+    return _pid_alive(pid)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid`, cheaply (from /proc/PID/task/*/children)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                found.extend(
+                    int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                )
+    return found
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
 class Proc:
     """A child process in its own process group, with its output in a log file.
 

@@ -8,6 +8,7 @@ finish when the test says so) and checks the invariants after every step.
 from __future__ import annotations
 
 import itertools
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,8 +24,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-from trioswap.config import loads
-from trioswap.errors import ModelStartError, ShuttingDown, TooManyRequests, TrioswapError
+from trioswap.config import ModelConfig, loads
+from trioswap.errors import (
+    ModelNotFound,
+    ModelStartError,
+    ShuttingDown,
+    TooManyRequests,
+    TrioswapError,
+)
 from trioswap.supervisor.eviction import GroupRules, evict_for
 from trioswap.supervisor.scheduler import ModelState, ModelStatus, RequestId, Scheduler
 
@@ -135,7 +142,9 @@ class Harness:
     def stopped(self, model: str, at: float | None = None) -> None:
         self.sched.on_stop_done(model, self._at(at))
 
-    def exited(self, model: str, reason: str = "exited with code 1", at: float | None = None):
+    def exited(
+        self, model: str, reason: str = "exited with code 1", at: float | None = None
+    ) -> None:
         self.sched.on_exited(model, reason, self._at(at))
 
     def unload(self, models: Iterable[str] | None = None, at: float | None = None) -> None:
@@ -373,6 +382,53 @@ def test_non_exclusive_group_does_not_evict_other_groups() -> None:
     assert (h.state("a"), h.state("c")) == (READY, READY)
     h.bring_up("b")  # swaps a out, leaves c
     assert [h.state(m) for m in ("a", "b", "c")] == [STOPPED, READY, READY]
+
+
+GROUPED_MODELS = ["a1", "a2", "s1", "s2", "n1", "n2", "p1", "p2", "d1"]
+GROUPED = {
+    "a": {"members": ["a1", "a2"]},  # swap + exclusive
+    "s": {"swap": True, "exclusive": False, "members": ["s1", "s2"]},
+    "n": {"swap": False, "exclusive": False, "members": ["n1", "n2"]},
+    "p": {"swap": True, "exclusive": False, "persistent": True, "members": ["p1", "p2"]},
+    # d1: the default group
+}
+
+
+@pytest.mark.parametrize(
+    ("up", "target", "stops"),
+    [
+        (["n1", "n2"], "s1", set()),
+        (["n1", "n2"], "a1", {"n1", "n2"}),
+        (["n1"], "n2", set()),
+        (["s1"], "s2", {"s1"}),
+        (["s1", "n1", "p1"], "a1", {"s1", "n1"}),
+        (["s1", "n1", "p1"], "d1", {"s1", "n1"}),
+        (["s1", "n1", "p1"], "p2", {"p1"}),
+        (["a1"], "n1", set()),
+        (["a1"], "a2", {"a1"}),
+        (["p1", "a1"], "d1", {"a1"}),
+        (["d1"], "a1", {"d1"}),
+        (["d1", "p2"], "s2", set()),
+    ],
+)
+def test_scheduler_evicts_by_the_group_rules(up: list[str], target: str, stops: set[str]) -> None:
+    h = Harness(GROUPED_MODELS, GROUPED)
+    for m in up:
+        h.bring_up(m)
+    assert {m for m in up if h.state(m) is READY} == set(up)
+    rid = h.req(target)
+    calls = h.take()
+    assert {c[1] for c in calls if c[0] == "stop"} == stops
+    if stops:
+        assert ("start", target) not in calls
+        for m in sorted(stops):
+            h.stopped(m)
+        calls = h.take()
+    assert calls[-1:] == [("start", target)]
+    h.started(target)
+    assert h.take() == [("grant", rid, target)]
+    running = {m for m in GROUPED_MODELS if h.state(m) is READY}
+    assert running == (set(up) - stops) | {target}
 
 
 def test_ready_unrelated_model_is_served_during_a_swap() -> None:
@@ -628,6 +684,29 @@ def test_restart_after_exit_evicts_like_any_start() -> None:
     h.stopped("b")
     h.started("a")
     assert h.take() == [("start", "a"), ("grant", rid, "a")]
+
+
+def test_exit_of_a_model_an_unload_waits_for_ends_the_unload() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    h.unload()
+    assert h.take() == [("grant", held, "a")]
+    h.exited("a")
+    assert h.take() == []
+    rid = h.req("a")  # the unload is over: this starts a again
+    assert h.take() == [("start", "a")]
+    h.started("a")
+    assert h.take() == [("grant", rid, "a")]
+
+
+def test_a_failed_model_has_no_ttl_deadline() -> None:
+    h = Harness({"a": {"ttl": 5}, "b": {}})
+    h.bring_up("a", at=0.0)
+    h.exited("a", at=1.0)
+    assert h.sched.next_deadline() is None
+    h.tick(100.0)
+    assert h.take() == []
 
 
 # -- unload -------------------------------------------------------------------------------------
@@ -914,6 +993,54 @@ def test_no_deadline_after_shutdown() -> None:
     assert h.sched.next_deadline() is None
 
 
+def test_shutdown_does_not_start_a_model_nobody_waits_for() -> None:
+    """A swap that was still waiting for a's request at shutdown must not go on to start b:
+    b's waiter has been failed, and trioswap is exiting. (Stopping a is fine.)"""
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    rb = h.req("b")
+    h.take()
+    h.sched.on_shutdown()
+    assert h.take() == [("fail", rb, ShuttingDown)]
+    h.release(held)
+    assert h.take() in ([], [("stop", "a")])
+    h.stopped("a")
+    assert h.take() == []
+    assert h.state("b") is STOPPED
+
+
+def test_shutdown_during_a_pure_stop_lets_it_finish() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.unload()
+    h.sched.on_shutdown()
+    assert h.take() == [("stop", "a")]
+    h.stopped("a")
+    assert h.state("a") is STOPPED
+    assert h.take() == []
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+
+def test_request_for_an_unknown_model_fails_without_poisoning_the_queue() -> None:
+    """The scheduler is the router's only state: one bad request must not make every later
+    event raise (the item would stay queued and `_grant_ready` would hit it each time)."""
+    h = Harness(ABC)
+    try:
+        bad = h.req("nope")
+    except KeyError:
+        bad = None  # raising is tolerable; breaking the next events is not
+    if bad is not None:
+        assert h.take() == [("fail", bad, ModelNotFound)]
+    rid = h.req("a")
+    assert h.take() == [("start", "a")]
+    h.started("a")
+    assert h.take() == [("grant", rid, "a")]
+    assert "nope" not in h.sched.statuses()
+
+
 # -- statuses -----------------------------------------------------------------------------------
 
 
@@ -971,17 +1098,18 @@ ALLOWED = {
 
 
 class World:
-    """The fake world behind `Effects`: it records what the scheduler asks for, checks each
-    request against what it knows, and finishes starts and stops only when told to."""
+    """The fake world behind `Effects`: it checks each effect against what it knows when the
+    scheduler asks for it, and finishes starts and stops only when the driver says so."""
 
-    def __init__(self, models: Mapping[str, Any], rules: GroupRules) -> None:
+    def __init__(self, models: Mapping[str, ModelConfig], rules: GroupRules) -> None:
         self.configs = models
         self.rules = rules
         self.alive: set[str] = set()  # a process exists (starting, ready or stopping)
-        self.started_seq: dict[str, int] = {}  # when each alive model was started
-        self._seq = itertools.count()
         self.starting: set[str] = set()
         self.stopping: set[str] = set()
+        self.started_seq: dict[str, int] = {}  # start order, to check pairs of alive models
+        self.starts = 0
+        self._seq = itertools.count()
         self.state = dict.fromkeys(models, STOPPED)
         self.model_of: dict[RequestId, str] = {}
         self.outcomes: dict[RequestId, list[Any]] = {}
@@ -1005,7 +1133,8 @@ class World:
         assert self.outcomes[request] == [], f"second outcome for {request}: {what}"
         self.outcomes[request].append(what)
 
-    # Effects
+    # -- Effects ------------------------------------------------------------------------------
+
     def grant(self, request: RequestId, model: str) -> None:
         self._outcome(request, ("grant", model))
         assert self.model_of[request] == model
@@ -1034,6 +1163,7 @@ class World:
         self.alive.add(model)
         self.starting.add(model)
         self.started_seq[model] = next(self._seq)
+        self.starts += 1
 
     def stop(self, model: str) -> None:
         assert model in self.ready, f"stop of {model} which is not ready"
@@ -1046,49 +1176,38 @@ class World:
         self.state[model] = new
 
 
-class SchedulerMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 0.0
-        self.ids = itertools.count(1)
-        self.settled_once = False
+class Driver:
+    """Feeds events to a scheduler backed by a `World`, keeping the world's books, and checks
+    the invariants. Used by both the Hypothesis machine and the seeded random walks."""
 
-    @initialize(name=st.sampled_from(sorted(CONFIGS)))
-    def setup(self, name: str) -> None:
-        models, groups = CONFIGS[name]
+    def __init__(self, config_name: str) -> None:
+        models, groups = CONFIGS[config_name]
         config = loads(config_yaml(models, groups))
         self.model_ids = sorted(config.models)
+        self.ttl = {m: c.ttl for m, c in config.models.items()}
         self.rules = GroupRules.from_config(config)
         self.world = World(config.models, self.rules)
         self.sched = Scheduler(config.models, self.rules, self.world)
-        self.ttl = {m: c.ttl for m, c in config.models.items()}
+        self.now = 0.0
+        self._ids = itertools.count(1)
 
     def _time(self, dt: float) -> float:
         self.now += dt
         return self.now
 
-    # -- events -----------------------------------------------------------------------------
+    # -- events -------------------------------------------------------------------------------
 
-    @rule(data=st.data(), dt=st.sampled_from([0.0, 0.5, 1.0, 3.0]))
-    def request(self, data: st.DataObject, dt: float) -> None:
-        model = data.draw(st.sampled_from(self.model_ids), label="model")
-        rid = next(self.ids)
+    def request(self, model: str, dt: float = 0.0) -> None:
+        rid = next(self._ids)
         self.world.model_of[rid] = model
         self.world.outcomes[rid] = []
         self.sched.on_request(rid, model, self._time(dt))
 
-    @precondition(lambda self: self.world.model_of)
-    @rule(data=st.data(), dt=st.sampled_from([0.0, 0.5, 2.0]))
-    def release(self, data: st.DataObject, dt: float) -> None:
-        """A request finishes, or its client goes away (before or after the grant). Sometimes
-        one already released, to check that a second release is harmless."""
-        live = sorted(set(self.world.model_of) - self.world.released)
-        pool = live if live and data.draw(st.integers(0, 4), label="fresh") else None
-        rid = data.draw(st.sampled_from(pool or sorted(self.world.model_of)), label="request")
-        self._release(rid, self._time(dt))
-
-    def _release(self, rid: RequestId, now: float) -> None:
+    def release(self, rid: RequestId, dt: float = 0.0) -> None:
+        """A request finishes, or its client goes away (before or after its grant); a second
+        release of the same request must be harmless."""
         w = self.world
+        now = self._time(dt)
         if rid not in w.released and not w.outcomes[rid]:
             w.released_early.add(rid)
         w.released.add(rid)
@@ -1097,79 +1216,60 @@ class SchedulerMachine(RuleBasedStateMachine):
             w.idle_since[model] = now
         self.sched.on_release(rid, now)
 
-    @precondition(lambda self: self.world.starting)
-    @rule(data=st.data(), ok=st.booleans(), dt=st.sampled_from([0.0, 1.0]))
-    def finish_start(self, data: st.DataObject, ok: bool, dt: float) -> None:
-        model = data.draw(st.sampled_from(sorted(self.world.starting)), label="model")
-        self._finish_start(model, ok, self._time(dt))
-
-    def _finish_start(self, model: str, ok: bool, now: float) -> None:
+    def finish_start(self, model: str, ok: bool, dt: float = 0.0) -> None:
         w = self.world
-        w.starting.discard(model)
+        now = self._time(dt)
+        w.starting.remove(model)
         if ok:
             w.start_error = None
             w.idle_since[model] = now
         else:
-            w.alive.discard(model)
+            w.alive.remove(model)
             w.start_error = ModelStartError(model, "not healthy")
         self.sched.on_start_done(model, w.start_error, now)
+        status = self.sched.statuses()[model]
+        # every waiter has its answer: granted (or over the limit) on success, failed otherwise
+        assert status.waiting == 0, (model, status)
+        # (a queued unload may stop a model at once if none of its waiters is left)
+        assert status.state in ((READY, STOPPING) if ok else (FAILED,)), (model, status)
 
-    @precondition(lambda self: self.world.stopping)
-    @rule(data=st.data(), dt=st.sampled_from([0.0, 1.0]))
-    def finish_stop(self, data: st.DataObject, dt: float) -> None:
-        model = data.draw(st.sampled_from(sorted(self.world.stopping)), label="model")
-        self._finish_stop(model, self._time(dt))
+    def finish_stop(self, model: str, dt: float = 0.0) -> None:
+        self.world.stopping.remove(model)
+        self.world.alive.remove(model)
+        self.sched.on_stop_done(model, self._time(dt))
 
-    def _finish_stop(self, model: str, now: float) -> None:
-        self.world.stopping.discard(model)
-        self.world.alive.discard(model)
-        self.sched.on_stop_done(model, now)
-
-    @precondition(lambda self: self.world.ready)
-    @rule(data=st.data())
-    def crash(self, data: st.DataObject) -> None:
-        model = data.draw(st.sampled_from(sorted(self.world.ready)), label="model")
-        self.world.alive.discard(model)
+    def crash(self, model: str) -> None:
+        assert model in self.world.ready
+        self.world.alive.remove(model)
         self.sched.on_exited(model, "killed by signal 9", self.now)
+        # failed, or already starting again for a request that was waiting on it
+        assert self.sched.statuses()[model].state in (FAILED, STARTING)
 
-    @rule(data=st.data(), everything=st.booleans())
-    def unload(self, data: st.DataObject, everything: bool) -> None:
-        models = (
-            None
-            if everything
-            else data.draw(st.sets(st.sampled_from(self.model_ids), max_size=2), label="models")
-        )
+    def unload(self, models: Iterable[str] | None) -> None:
         self.sched.on_unload(models, self.now)
 
-    @rule(dt=st.sampled_from([0.5, 2.0, 7.0]))
     def tick(self, dt: float) -> None:
         self.sched.on_tick(self._time(dt))
 
-    @precondition(lambda self: not self.world.closed)
-    @rule(go=st.integers(0, 7))
-    def shutdown(self, go: int) -> None:
-        if go != 7:  # rare, so most runs see long traffic first
-            return
+    def shutdown(self) -> None:
         self.world.closed = True
         self.sched.on_shutdown()
-
-    @rule()
-    def settle_now(self) -> None:
-        self.settle()
+        assert all(s.waiting == 0 for s in self.sched.statuses().values())
 
     # -- the world settles --------------------------------------------------------------------
 
     def settle(self) -> None:
-        """Finish every start and stop, release every granted request, until nothing moves;
-        then every request that was not cancelled first has exactly one outcome."""
+        """Finish every start and stop and release every granted request until nothing moves;
+        then every request not cancelled first has had exactly one answer: no deadlock, no
+        lost request."""
         w = self.world
         for _ in range(10_000):
             if w.starting:
-                self._finish_start(min(w.starting), True, self.now)
+                self.finish_start(min(w.starting), True)
             elif w.stopping:
-                self._finish_stop(min(w.stopping), self.now)
+                self.finish_stop(min(w.stopping))
             elif w.holding:
-                self._release(min(w.holding), self.now)
+                self.release(min(w.holding))
             else:
                 break
             self.check()
@@ -1185,13 +1285,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert all(s.in_flight == 0 for s in statuses.values()), statuses
         assert all(s.state in (READY, STOPPED, FAILED) for s in statuses.values()), statuses
 
-    def teardown(self) -> None:
-        if hasattr(self, "world"):
-            self.settle()
-
     # -- after every step ---------------------------------------------------------------------
 
-    @invariant()
     def check(self) -> None:
         w = self.world
         statuses = self.sched.statuses()
@@ -1199,29 +1294,23 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert s.in_flight >= 0, (model, s)
             assert s.in_flight == w.in_flight(model), (model, s)
             assert s.state is w.state[model], (model, s, w.state[model])
-            expected = {
-                STARTING: model in w.starting,
-                STOPPING: model in w.stopping,
-                READY: model in w.ready,
-            }
-            for state, holds in expected.items():
-                assert (s.state is state) == holds, (model, s, w.alive, w.starting, w.stopping)
-            if s.state in (STOPPED, FAILED):
-                assert model not in w.alive
+            assert (s.state is STARTING) == (model in w.starting), (model, s)
+            assert (s.state is STOPPING) == (model in w.stopping), (model, s)
+            assert (s.state is READY) == (model in w.ready), (model, s)
         # of two alive models, the later one did not have to evict the earlier
         for x in w.alive:
-            for y in w.alive - {x}:
+            for y in w.alive:
                 if w.started_seq[x] > w.started_seq[y]:
                     assert not evict_for(x, [y], self.rules), (x, y)
-        # a request is queued exactly when it has no outcome yet and was not released
+        # a request is queued exactly when it has no answer yet and was not released
         pending = Counter(
             w.model_of[r] for r, o in w.outcomes.items() if not o and r not in w.released
         )
         assert {m: s.waiting for m, s in statuses.items() if s.waiting} == dict(pending)
-        # ttl deadlines
+        # ttl: no deadline while an operation runs; never one already past (any event past a
+        # deadline stops that model); otherwise exactly the earliest idle_since + ttl
         deadline = self.sched.next_deadline()
-        busy = w.starting or w.stopping
-        if w.closed or busy:
+        if w.closed or w.starting or w.stopping:
             assert deadline is None
         if deadline is not None:
             assert deadline > self.now, "an expired model was left running"
@@ -1233,10 +1322,136 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert deadline == min(idle)
 
 
+class SchedulerMachine(RuleBasedStateMachine):
+    """Hypothesis explores orders of events (and shrinks a failure to a short story)."""
+
+    driver: Driver
+
+    @initialize(name=st.sampled_from(sorted(CONFIGS)))
+    def setup(self, name: str) -> None:
+        self.driver = Driver(name)
+
+    @property
+    def world(self) -> World:
+        return self.driver.world
+
+    @rule(data=st.data(), dt=st.sampled_from([0.0, 0.5, 1.0, 3.0]))
+    def request(self, data: st.DataObject, dt: float) -> None:
+        model = data.draw(st.sampled_from(self.driver.model_ids), label="model")
+        self.driver.request(model, dt)
+
+    @precondition(lambda self: self.world.model_of)
+    @rule(data=st.data(), dt=st.sampled_from([0.0, 0.5, 2.0]))
+    def release(self, data: st.DataObject, dt: float) -> None:
+        w = self.world
+        live = sorted(set(w.model_of) - w.released)
+        pool = live if live and data.draw(st.integers(0, 4), label="fresh") else None
+        rid = data.draw(st.sampled_from(pool or sorted(w.model_of)), label="request")
+        self.driver.release(rid, dt)
+
+    @precondition(lambda self: self.world.starting)
+    @rule(data=st.data(), ok=st.booleans(), dt=st.sampled_from([0.0, 1.0]))
+    def finish_start(self, data: st.DataObject, ok: bool, dt: float) -> None:
+        model = data.draw(st.sampled_from(sorted(self.world.starting)), label="model")
+        self.driver.finish_start(model, ok, dt)
+
+    @precondition(lambda self: self.world.stopping)
+    @rule(data=st.data(), dt=st.sampled_from([0.0, 1.0]))
+    def finish_stop(self, data: st.DataObject, dt: float) -> None:
+        model = data.draw(st.sampled_from(sorted(self.world.stopping)), label="model")
+        self.driver.finish_stop(model, dt)
+
+    @precondition(lambda self: self.world.ready)
+    @rule(data=st.data())
+    def crash(self, data: st.DataObject) -> None:
+        self.driver.crash(data.draw(st.sampled_from(sorted(self.world.ready)), label="model"))
+
+    @rule(data=st.data(), everything=st.booleans())
+    def unload(self, data: st.DataObject, everything: bool) -> None:
+        some = st.sets(st.sampled_from(self.driver.model_ids), max_size=2)
+        self.driver.unload(None if everything else data.draw(some, label="models"))
+
+    @rule(dt=st.sampled_from([0.5, 2.0, 7.0]))
+    def tick(self, dt: float) -> None:
+        self.driver.tick(dt)
+
+    @precondition(lambda self: not self.world.closed and len(self.world.model_of) >= 8)
+    @rule()
+    def shutdown(self) -> None:
+        self.driver.shutdown()
+
+    @rule()
+    def settle(self) -> None:
+        self.driver.settle()
+
+    @invariant()
+    def check(self) -> None:
+        self.driver.check()
+
+    def teardown(self) -> None:
+        if hasattr(self, "driver"):
+            self.driver.settle()
+
+
 SchedulerMachine.TestCase.settings = settings(
-    max_examples=300,
-    stateful_step_count=40,
+    max_examples=100,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestSchedulerRandomTraffic = SchedulerMachine.TestCase
+TestSchedulerMachine = SchedulerMachine.TestCase
+
+
+# Seeded random walks: long, dense traffic (hundreds of overlapping requests per run), which the
+# Hypothesis machine's short runs rarely reach.
+EVENTS = ["request", "release", "finish_start", "finish_stop", "crash", "unload", "tick"]
+WEIGHTS = [30, 24, 12, 12, 2, 3, 6]
+
+
+def random_walk(driver: Driver, rng: random.Random, steps: int, shutdown_at: int | None) -> None:
+    w = driver.world
+    for step in range(steps):
+        if step == shutdown_at:
+            driver.shutdown()
+        elif step % 97 == 96:
+            driver.settle()
+        event = rng.choices(EVENTS, WEIGHTS)[0]
+        dt = rng.choice([0.0, 0.0, 0.25, 1.0, 3.0])
+        if event == "request":
+            # bursts: several requests for one model at once
+            model = rng.choice(driver.model_ids)
+            for _ in range(rng.choice([1, 1, 1, 2, 4])):
+                driver.request(model, dt)
+        elif event == "release" and w.model_of:
+            holding, waiting = sorted(w.holding), sorted(set(w.model_of) - w.released)
+            roll = rng.random()
+            if holding and roll < 0.75:
+                driver.release(rng.choice(holding), dt)  # finished
+            elif waiting and roll < 0.95:
+                driver.release(rng.choice(waiting), dt)  # cancelled, maybe before its grant
+            else:
+                driver.release(rng.choice(sorted(w.model_of)), dt)  # maybe a second time
+        elif event == "finish_start" and w.starting:
+            driver.finish_start(rng.choice(sorted(w.starting)), rng.random() < 0.8, dt)
+        elif event == "finish_stop" and w.stopping:
+            driver.finish_stop(rng.choice(sorted(w.stopping)), dt)
+        elif event == "crash" and w.ready:
+            driver.crash(rng.choice(sorted(w.ready)))
+        elif event == "unload":
+            everything = rng.random() < 0.4
+            driver.unload(None if everything else rng.sample(driver.model_ids, rng.randint(1, 2)))
+        elif event == "tick":
+            driver.tick(dt or 1.0)
+        driver.check()
+    driver.settle()
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("config_name", sorted(CONFIGS))
+def test_random_walk(config_name: str, seed: int) -> None:
+    rng = random.Random(f"{config_name}-{seed}")
+    driver = Driver(config_name)
+    random_walk(driver, rng, steps=400, shutdown_at=350 if seed % 4 == 3 else None)
+    # the walk did real work: many requests, several starts and answers of every kind
+    assert len(driver.world.model_of) > 150
+    assert driver.world.starts > 5

@@ -81,6 +81,7 @@ class ModelServer:
         self._stop_scope: trio.CancelScope | None = None
         self._start_scope: trio.CancelScope | None = None
         self._starting = False
+        self.generation = 0
         self._gone: trio.Event = trio.Event()
         self._exit_reason = ""
         self._on_unexpected_exit: Callable[[str], None] = lambda reason: None
@@ -89,6 +90,7 @@ class ModelServer:
         """Spawn the server into `nursery` and wait until it is healthy. On failure the
         process is gone when this raises `ModelStartError`."""
         self._on_unexpected_exit = on_unexpected_exit
+        self.generation += 1
         self._gone = trio.Event()
         read_fd, write_fd = os.pipe()
         try:

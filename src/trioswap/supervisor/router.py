@@ -65,6 +65,7 @@ class StopDone:
 class Exited:
     model: str
     reason: str
+    generation: int  # which start of the model this was, so a late event can't hit a restart
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,9 @@ class Router:
                 sched.on_start_done(model, error, now)
             case StopDone(model=model):
                 sched.on_stop_done(model, now)
-            case Exited(model=model, reason=reason):
-                sched.on_exited(model, reason, now)
+            case Exited(model=model, reason=reason, generation=generation):
+                if generation == self._servers[model].generation:
+                    sched.on_exited(model, reason, now)
             case Unload(models=models):
                 sched.on_unload(models, now)
 
@@ -166,11 +168,13 @@ class Router:
     async def _start(self, model: str) -> None:
         server = self._servers[model]
 
+        generation = server.generation + 1
+
         def exited(reason: str) -> None:
             # The process task calls this from the supervisor's nursery; the router's own nursery
             # is closed only at shutdown, when nobody needs to hear of the exit.
             with contextlib.suppress(RuntimeError):
-                self._task_nursery.start_soon(self._send.send, Exited(model, reason))
+                self._task_nursery.start_soon(self._send.send, Exited(model, reason, generation))
 
         try:
             await server.start(self._process_nursery, exited)

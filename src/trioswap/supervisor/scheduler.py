@@ -19,7 +19,13 @@ from enum import StrEnum
 from typing import Protocol
 
 from trioswap.config import ModelConfig
-from trioswap.errors import ModelStartError, ShuttingDown, TooManyRequests, TrioswapError
+from trioswap.errors import (
+    ModelNotFound,
+    ModelStartError,
+    ShuttingDown,
+    TooManyRequests,
+    TrioswapError,
+)
 from trioswap.supervisor.eviction import GroupRules, evict_for
 
 RequestId = int
@@ -31,7 +37,6 @@ class ModelState(StrEnum):
     READY = "ready"
     STOPPING = "stopping"
     FAILED = "failed"
-    SHUTDOWN = "shutdown"
 
 
 class Effects(Protocol):
@@ -97,6 +102,9 @@ class Scheduler:
         if self._closed:
             self.effects.fail(request, ShuttingDown())
             return
+        if model not in self._slots:
+            self.effects.fail(request, ModelNotFound(model))
+            return
         self._queue.append(_Pending(request, model))
         self._advance(now)
 
@@ -152,6 +160,7 @@ class Scheduler:
         self._advance(now)
 
     def on_shutdown(self) -> None:
+        """trioswap is exiting: refuse new work. The processes are stopped by their owners."""
         self._closed = True
         for item in self._queue:
             if isinstance(item, _Pending):
@@ -251,7 +260,7 @@ class Scheduler:
                 self.effects.stop(model)
         if op.evict or op.starting:
             return
-        if op.target is None:
+        if op.target is None or self._closed:
             self._operation = None
             return
         op.starting = True
