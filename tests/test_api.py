@@ -311,3 +311,29 @@ async def test_send_loading_state_failed_start_ends_with_error_event(launch: Lau
     assert "Loading model" in events[0]
     error = json.loads(events[-1])["error"]
     assert "failed to start" in error["message"]
+
+
+async def test_connection_close_is_honoured_on_every_route(launch: LaunchFn) -> None:
+    # A client that reads until the server closes (HTTP/1.0 style) must see the close.
+    ts = await launch(config())
+    url = httpx.URL(ts.url)
+    cases = [
+        ("POST", "/v1/chat/completions", b'{"model": "m"}'),
+        ("POST", "/v1/chat/completions", b'{"model": "m", "stream": true}'),
+        ("POST", "/v1/chat/completions", b'{"model": "nope"}'),
+        ("GET", "/running", b""),
+        ("GET", "/v1/models", b""),
+    ]
+    for method, path, body in cases:
+        stream = await trio.open_tcp_stream(url.host, url.port)
+        async with stream:
+            await stream.send_all(
+                f"{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
+                f"content-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            received = b""
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 "), (path, received[:100])

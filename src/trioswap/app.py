@@ -75,6 +75,8 @@ async def run(
     hypercorn_config.accesslog = None
     hypercorn_config.errorlog = logging.getLogger("trioswap.http")
     hypercorn_config.keep_alive_timeout = 75
+    # Proxied responses carry the model server's own Server header.
+    hypercorn_config.include_server_header = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             httpcore.AsyncConnectionPool(

@@ -163,6 +163,13 @@ async def cancel_on_disconnect(receive: Receive, cancel_scope: trio.CancelScope)
     cancel_scope.cancel()
 
 
+async def send_last(send: Send, message: Message) -> None:
+    """The final body message, shielded: hypercorn reports `http.disconnect` from inside it once
+    the response is complete, and a watcher's cancel must not cut hypercorn's own bookkeeping."""
+    with trio.CancelScope(shield=True):
+        await send(message)
+
+
 def log(line: str) -> None:
     # A supervisor that stopped reading our stdout must not break request handling.
     try:
@@ -323,7 +330,7 @@ class Responder:
                 "headers": [*self.json_headers, (b"content-length", str(len(body)).encode())],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send_last(send, {"type": "http.response.body", "body": body})
         return status
 
     def new_id(self, prefix: str) -> str:
@@ -374,7 +381,7 @@ class Responder:
                 crash(len(pieces))
             for data in tail[:-1]:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
-            await send({"type": "http.response.body", "body": tail[-1]})
+            await send_last(send, {"type": "http.response.body", "body": tail[-1]})
 
         await self.paced(receive, run)
         return 200

@@ -22,15 +22,19 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class AsgiSink:
-    __slots__ = ("_send",)
+    __slots__ = ("_send", "finished")
 
     def __init__(self, send: Send) -> None:
         self._send = send
+        self.finished = False
 
     async def start(self, status: int, headers: Headers) -> None:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def body(self, chunk: bytes, more: bool) -> None:
+        # Set before sending: hypercorn reports `http.disconnect` from inside the last send,
+        # once the response is complete, and that is not the client going away.
+        self.finished = not more
         await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
 
 
@@ -45,19 +49,22 @@ class ProxyApp:
             if pipeline is not None:
                 await self._serve(pipeline, scope, receive, send)
                 return
+            await self._control(scope, receive, _shield_last_body(send))
+            return
         await self._control(scope, receive, send)
 
     async def _serve(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
         if body is None:
             return
+        sink = AsgiSink(send)
         exchange = Exchange(
             method=scope["method"],
             path=scope["path"],
             query=scope["query_string"],
             headers=scope["headers"],
             family=pipeline.family,
-            sink=AsgiSink(send),
+            sink=sink,
             stack=AsyncExitStack(),
             body=body,
         )
@@ -67,9 +74,24 @@ class ProxyApp:
         # A client that goes away cancels its exchange: the upstream request is closed and the
         # lease returned.
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            nursery.start_soon(_cancel_on_disconnect, receive, sink, nursery.cancel_scope)
             await run_pipeline(pipeline, exchange)
             nursery.cancel_scope.cancel()
+
+
+def _shield_last_body(send: Send) -> Send:
+    """quart-trio cancels a request's tasks when it hears `http.disconnect`, which hypercorn
+    sends from inside the final body send once a response is complete; cancelled there,
+    hypercorn never closes a `Connection: close` connection. Shield that one send."""
+
+    async def shielded(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await send(message)
+        else:
+            await send(message)
+
+    return shielded
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -83,7 +105,8 @@ async def _read_body(receive: Receive) -> bytes | None:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+async def _cancel_on_disconnect(receive: Receive, sink: AsgiSink, scope: trio.CancelScope) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-    scope.cancel()
+    if not sink.finished:
+        scope.cancel()

@@ -33,6 +33,8 @@ HOP_BY_HOP = frozenset(
         b"content-length",
     }
 )
+# hypercorn dates every response itself.
+RESPONSE_DROP = HOP_BY_HOP | {b"date"}
 CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 EVENT_STREAM_HEADERS: Headers = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 _EVENT_STREAM_NAMES = frozenset(name for name, _ in EVENT_STREAM_HEADERS)
@@ -88,7 +90,7 @@ class Stream:
                 if exchange.response_started:
                     await _continue_stream(exchange, response)
                     return True
-                out = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
+                out = [(k, v) for k, v in response.headers if k.lower() not in RESPONSE_DROP]
                 content_type = _header(response.headers, b"content-type")
                 if content_type.startswith(b"text/event-stream"):
                     exchange.event_stream = True
