@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["responder"]:
         from trioswap.responder import main as responder_main
 
-        return responder_main(argv[1:]) or 0
+        responder_main(argv[1:])
     os.environ.setdefault("TRIOSWAP_SELF", self_command())
     args = parse_args(argv)
     if args.command == "validate":
