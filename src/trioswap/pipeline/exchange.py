@@ -7,7 +7,7 @@ It carries what stages learn (the parsed body, the resolved model, the leased se
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trioswap.protocols.errors import Family
@@ -41,7 +41,6 @@ class Exchange:
     server: ModelServer | None = None
     response_started: bool = False
     event_stream: bool = False
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

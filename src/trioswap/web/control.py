@@ -29,7 +29,7 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
 
     def error(exc: TrioswapError) -> Response:
         response = Response(
-            _json_text(error_body(Family.OPENAI, exc)), status_of(exc), mimetype="application/json"
+            json.dumps(error_body(Family.OPENAI, exc)), status_of(exc), mimetype="application/json"
         )
         if isinstance(exc, Unauthorized):
             for name, value in CHALLENGE:
@@ -140,10 +140,6 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
 
 def _raw_headers() -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
-
-
-def _json_text(data: object) -> str:
-    return json.dumps(data)
 
 
 def _log_stream(logs: LogHub, source: str) -> Response:
