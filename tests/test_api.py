@@ -337,3 +337,14 @@ async def test_connection_close_is_honoured_on_every_route(launch: LaunchFn) -> 
                 while chunk := await stream.receive_some(65536):
                     received += chunk
         assert received.startswith(b"HTTP/1.1 "), (path, received[:100])
+
+
+async def test_status_page(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        response = await client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    # The page drives these endpoints; they are tested above.
+    for path in ("/v1/models", "/running", "/logs/stream", "/models/unload"):
+        assert path in response.text
