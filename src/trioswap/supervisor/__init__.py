@@ -107,7 +107,9 @@ class Lease:
             await self._release()
             raise
         if waiter.error is not None:
-            raise waiter.error
+            # One failed start answers many waiters with the same error object: drop the
+            # traceback each time so it doesn't grow with every raise.
+            raise waiter.error.with_traceback(None)
         assert waiter.server is not None
         self._granted = True
         return waiter.server
