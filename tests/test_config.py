@@ -2071,3 +2071,13 @@ def test_schema_shaped_yaml_raises_only_config_error(
         assert exc.problems
     else:
         json.dumps(redacted(config))
+
+
+def test_redacted_hides_secret_command_line_arguments() -> None:
+    config = loads(
+        "models:\n  m:\n    cmd: srv --api-key sk-1 --port 1 --hf-token=abc -m x\n"
+        "    proxy: http://127.0.0.1:1\n"
+    )
+    assert redacted(config)["models"]["m"]["cmd"] == (
+        "srv --api-key '***' --port 1 '--hf-token=***' -m x"
+    )

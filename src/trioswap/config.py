@@ -153,7 +153,7 @@ def redacted(config: Config) -> dict[str, Any]:
 
 def _model_data(m: ModelConfig) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "cmd": shlex.join(m.cmd),
+        "cmd": shlex.join(_redact_args(m.cmd)),
         "proxy": m.proxy,
         "checkEndpoint": m.check_endpoint or "none",
         "ttl": m.ttl,
@@ -161,7 +161,7 @@ def _model_data(m: ModelConfig) -> dict[str, Any]:
     }
     optional: dict[str, Any] = {
         "port": m.port,
-        "cmdStop": shlex.join(m.cmd_stop) if m.cmd_stop else None,
+        "cmdStop": " ".join(_redact_args(m.cmd_stop)) if m.cmd_stop else None,
         "aliases": list(m.aliases),
         "env": {k: "***" if _looks_secret(k) else v for k, v in m.env.items()},
         "unlisted": m.unlisted,
@@ -187,7 +187,23 @@ def _model_data(m: ModelConfig) -> dict[str, Any]:
 
 def _looks_secret(name: str) -> bool:
     upper = name.upper()
-    return any(word in upper for word in ("KEY", "TOKEN", "SECRET", "PASSWORD"))
+    return any(word in upper for word in ("KEY", "TOKEN", "SECRET", "PASSW", "AUTH", "CREDENTIAL"))
+
+
+def _redact_args(args: tuple[str, ...]) -> list[str]:
+    """`--api-key X` and `--api-key=X` print as `***`."""
+    out: list[str] = []
+    previous = ""
+    for arg in args:
+        flag, eq, _ = arg.partition("=")
+        if eq and flag.startswith("-") and _looks_secret(flag):
+            out.append(f"{flag}=***")
+        elif previous.startswith("-") and "=" not in previous and _looks_secret(previous):
+            out.append("***")
+        else:
+            out.append(arg)
+        previous = arg
+    return out
 
 
 _TOP_KEYS = (
