@@ -563,10 +563,17 @@ def machine_info() -> dict[str, str]:
     load = "unknown"
     with contextlib.suppress(OSError):
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    memory = "unknown"
+    with contextlib.suppress(OSError, ValueError):
+        meminfo = dict(
+            line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines()
+        )
+        memory = f"{int(meminfo['MemTotal'].split()[0]) / 1024 / 1024:.1f} GiB"
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "cores": str(os.cpu_count()),
         "cpu": _cpu_model(),
+        "memory": memory,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "kernel": f"{platform.system()} {platform.release()}",
         "loadavg": load,
@@ -599,6 +606,64 @@ def busy_processes(min_percent: float = 20.0, sample: float = 0.5) -> list[str]:
         if percent >= min_percent:
             busy.append((percent, f"{comm}[{pid}] {percent:.0f}%"))
     return [text for _, text in sorted(busy, reverse=True)]
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (peak resident) of a live process, in KiB, from
+    /proc/PID/status; empty when the process is gone."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of `pid` and every process below it, added up (shared pages count twice)."""
+    return sum(memory_kib(p).get("VmRSS", 0) for p in [pid, *descendants(pid)])
+
+
+# -- llama.cpp ---------------------------------------------------------------------------------
+
+CACHE = Path(os.environ.get("TRIOSWAP_CACHE") or Path.home() / ".cache" / "trioswap")
+LLAMA_SERVER = CACHE / "bin" / "llama-server"
+SMOLLM2 = CACHE / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def require_llama_server() -> None:
+    """Exit with a message (status 2) when llama-server or the SmolLM2 model is missing."""
+    missing = [str(p) for p in (LLAMA_SERVER, SMOLLM2) if not p.exists()]
+    if missing:
+        print(
+            f"missing: {', '.join(missing)}\nrun scripts/install-llama-server first "
+            "(it builds llama-server and fetches the model into $TRIOSWAP_CACHE, default "
+            "~/.cache/trioswap)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def llama_server_argv(port: int, *, ctx_size: int = 2048, extra: Sequence[str] = ()) -> list[str]:
+    """llama-server on SmolLM2 with one generation thread (more would starve the proxy on a
+    2-core machine) and one slot."""
+    return [
+        str(LLAMA_SERVER),
+        "--host",
+        LOCALHOST,
+        "--port",
+        str(port),
+        "-m",
+        str(SMOLLM2),
+        "-t",
+        "1",
+        "--parallel",
+        "1",
+        "--ctx-size",
+        str(ctx_size),
+        *extra,
+    ]
 
 
 @contextlib.contextmanager

@@ -366,9 +366,16 @@ class RawClient:
         headers: Mapping[str, str] | None = None,
         *,
         keep_body: bool = True,
+        retry_stale: bool = True,
     ) -> Timed:
         """Send a request (connecting first if needed, outside the timing) and read the whole
-        response, timestamping the first byte and every SSE event."""
+        response, timestamping the first byte and every SSE event.
+
+        Some servers (llama-server after a stream) close a keep-alive connection without saying
+        so; with `retry_stale`, a reused connection that is closed before any byte of the answer
+        arrives is replaced by a fresh one and the request sent again (the retry is timed from
+        its own send, the new connection's setup is not)."""
+        reused = self._sock is not None
         self.connect()
         assert self._sock is not None
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
@@ -382,6 +389,11 @@ class RawClient:
         try:
             self._sock.sendall(wire)
             self._read_response(timed, keep_body)
+        except (ProtocolError, OSError):
+            self.close()
+            if reused and retry_stale and math.isnan(timed.first_byte):
+                return self.request(method, path, body, headers, keep_body=keep_body)
+            raise
         except BaseException:
             self.close()
             raise

@@ -523,8 +523,18 @@ class SwapWatcher:
     the new one, and when the new one first answers /health with 200 (probed every 2 ms, as
     trioswap's own health check would see it). Polls /proc every 0.5 ms in a thread."""
 
-    def __init__(self, trioswap_pid: int, old_pid: int, new_model: str, new_url: str) -> None:
+    def __init__(
+        self,
+        trioswap_pid: int,
+        old_pid: int,
+        new_model: str,
+        new_url: str,
+        member_flag: str = "--model-id",
+    ) -> None:
+        """`member_flag`: the command-line flag whose value names the model in the new member's
+        command (`--model-id` for the responder; e.g. `--alias` for llama-server)."""
         self._trioswap_pid = trioswap_pid
+        self._member_flag = member_flag
         self._old_pid = old_pid
         self._new_model = new_model
         self._new_url = new_url
@@ -547,7 +557,7 @@ class SwapWatcher:
         # Until the child has exec'd, its command line is still trioswap's.
         argv = harness.cmdline(pid)
         try:
-            return argv[argv.index("--model-id") + 1] == self._new_model
+            return argv[argv.index(self._member_flag) + 1] == self._new_model
         except (ValueError, IndexError):
             return False
 

@@ -161,7 +161,7 @@ def _model_data(m: ModelConfig) -> dict[str, Any]:
     }
     optional: dict[str, Any] = {
         "port": m.port,
-        "cmdStop": " ".join(_redact_args(m.cmd_stop)) if m.cmd_stop else None,
+        "cmdStop": shlex.join(_redact_args(m.cmd_stop)) if m.cmd_stop else None,
         "aliases": list(m.aliases),
         "env": {k: "***" if _looks_secret(k) else v for k, v in m.env.items()},
         "unlisted": m.unlisted,
