@@ -7,7 +7,6 @@ import signal
 import socket
 import sys
 
-import httpcore
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -16,6 +15,7 @@ from trioswap.config import Config
 from trioswap.observe.logs import HubHandler, LogHub
 from trioswap.pipeline.loader import load_routes
 from trioswap.pipeline.stage import StageContext
+from trioswap.pipeline.upstream import open_upstream_pool
 from trioswap.supervisor import Supervisor
 from trioswap.web.asgi import ProxyApp
 from trioswap.web.control import create_control_app
@@ -28,8 +28,6 @@ LOG_LEVELS = {
     "warn": logging.WARNING,
     "error": logging.ERROR,
 }
-UPSTREAM_CONNECTIONS = 256
-KEEPALIVE_EXPIRY = 30.0
 
 
 def setup_logging(level: str, logs: LogHub) -> None:
@@ -79,11 +77,7 @@ async def run(
     hypercorn_config.include_server_header = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
-            httpcore.AsyncConnectionPool(
-                max_connections=UPSTREAM_CONNECTIONS,
-                max_keepalive_connections=UPSTREAM_CONNECTIONS,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ) as pool,
+            open_upstream_pool() as pool,
             trio.open_nursery() as nursery,
         ):
             await nursery.start(supervisor.run)
