@@ -11,11 +11,11 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from trioswap.config import Config
+from trioswap.config import Config, ModelConfig
 from trioswap.observe.logs import HubHandler, LogHub
 from trioswap.pipeline.loader import load_routes
 from trioswap.pipeline.stage import StageContext
-from trioswap.pipeline.upstream import open_upstream_pool
+from trioswap.pipeline.upstream import close_idle_connections, open_upstream_pool
 from trioswap.supervisor import Supervisor
 from trioswap.web.asgi import ProxyApp
 from trioswap.web.control import create_control_app
@@ -67,7 +67,6 @@ async def run(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled or until SIGINT/SIGTERM; then stop every model server."""
-    supervisor = Supervisor(config, logs)
     hypercorn_config = HypercornConfig()
     hypercorn_config.bind = [f"fd://{listener.detach()}"]
     hypercorn_config.accesslog = None
@@ -80,6 +79,11 @@ async def run(
             open_upstream_pool() as pool,
             trio.open_nursery() as nursery,
         ):
+
+            async def before_stop(model: ModelConfig) -> None:
+                await close_idle_connections(pool, model.proxy)
+
+            supervisor = Supervisor(config, logs, before_stop)
             await nursery.start(supervisor.run)
             context = StageContext(config=config, supervisor=supervisor, upstream_pool=pool)
             app = ProxyApp(load_routes(context), create_control_app(config, supervisor, logs))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 
 import httpx
 import trio
 
-from trioswap.config import Config
+from trioswap.config import Config, ModelConfig
 from trioswap.errors import ShuttingDown
 from trioswap.observe.logs import LogHub
 from trioswap.supervisor.eviction import GroupRules
@@ -27,10 +27,20 @@ __all__ = ["Lease", "ModelServer", "ModelState", "ModelStatus", "Supervisor"]
 log = logging.getLogger("trioswap.supervisor")
 
 
+BeforeStop = Callable[[ModelConfig], Awaitable[None]]
+
+
+async def _nothing_before_stop(model: ModelConfig) -> None:
+    pass
+
+
 class Supervisor:
-    def __init__(self, config: Config, logs: LogHub) -> None:
+    def __init__(
+        self, config: Config, logs: LogHub, before_stop: BeforeStop = _nothing_before_stop
+    ) -> None:
         self.config = config
         self._logs = logs
+        self._before_stop = before_stop
         self._ids = itertools.count()
         self._router: Router | None = None
         self.servers: dict[str, ModelServer] = {}
@@ -46,7 +56,11 @@ class Supervisor:
                 for model_id, model in self.config.models.items()
             }
             router = Router(
-                self.servers, GroupRules.from_config(self.config), nursery, self.listeners
+                self.servers,
+                GroupRules.from_config(self.config),
+                nursery,
+                self.listeners,
+                self._before_stop,
             )
             await nursery.start(router.run)
             self._router = router

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import trio
 
+from trioswap.config import ModelConfig
 from trioswap.errors import ModelStartError, ShuttingDown, TrioswapError
 from trioswap.supervisor.eviction import GroupRules
 from trioswap.supervisor.process import ModelServer
@@ -84,6 +85,7 @@ class Router:
         rules: GroupRules,
         process_nursery: trio.Nursery,
         listeners: list[TransitionListener],
+        before_stop: Callable[[ModelConfig], Awaitable[None]],
     ) -> None:
         self._servers = servers
         self._process_nursery = process_nursery
@@ -92,6 +94,7 @@ class Router:
         self._scheduler = Scheduler({m: s.config for m, s in servers.items()}, rules, self)
         self._task_nursery: trio.Nursery
         self._listeners = listeners
+        self._before_stop = before_stop
 
     @property
     def events(self) -> trio.MemorySendChannel[Event]:
@@ -185,5 +188,7 @@ class Router:
             await self._send.send(StartDone(model, None))
 
     async def _stop(self, model: str) -> None:
-        await self._servers[model].stop()
+        server = self._servers[model]
+        await self._before_stop(server.config)
+        await server.stop()
         await self._send.send(StopDone(model))
