@@ -48,7 +48,13 @@ class Supervisor:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own every model server until cancelled; cancelling stops them all."""
-        async with httpx.AsyncClient(timeout=None) as health_client, trio.open_nursery() as nursery:
+        # No keep-alive for health probes: an idle connection left open to a model server makes
+        # some (llama-server) wait for it when they are stopped.
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)
+        async with (
+            httpx.AsyncClient(timeout=None, limits=no_keepalive) as health_client,
+            trio.open_nursery() as nursery,
+        ):
             self.servers = {
                 model_id: ModelServer(
                     model, self._logs, health_client, self.config.health_check_timeout
