@@ -16,6 +16,7 @@ import http.client
 import itertools
 import math
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -354,6 +355,19 @@ class RawClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _peer_closed(self) -> bool:
+        """Whether the server has closed this idle connection (readable with nothing to read)."""
+        assert self._sock is not None
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
     def _recv(self) -> bytes:
         assert self._sock is not None
         return self._sock.recv(262144)
@@ -372,12 +386,12 @@ class RawClient:
         response, timestamping the first byte and every SSE event.
 
         Some servers (llama-server after a stream) close a keep-alive connection without saying
-        so; with `retry_stale`, a reused connection that is closed before any byte of the answer
-        arrives is replaced by a fresh one and the request sent again (the retry is timed from
-        its own send, the new connection's setup is not)."""
+        so. Like an HTTP client library, a reused connection that the server has closed is
+        replaced before the request is sent, and that reconnection is part of the timing (a
+        proxy in front of such a server has to reconnect too). With `retry_stale`, a reused
+        connection that is closed before any byte of the answer arrives (a race with the server
+        closing it) is replaced and the request sent again, timed from its own send."""
         reused = self._sock is not None
-        self.connect()
-        assert self._sock is not None
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         all_headers = {"Content-Type": "application/json"} if body else {}
         all_headers.update(headers or {})
@@ -385,7 +399,16 @@ class RawClient:
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body)}")
         wire = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-        timed = Timed(sent=time.perf_counter())
+        sent = time.perf_counter()
+        if reused and self._peer_closed():
+            self.close()
+            reused = False
+            self.connect()  # timed: from `sent`
+        elif not reused:
+            self.connect()  # a first connection: not timed
+            sent = time.perf_counter()
+        assert self._sock is not None
+        timed = Timed(sent=sent)
         try:
             self._sock.sendall(wire)
             self._read_response(timed, keep_body)
