@@ -8,7 +8,14 @@ import json
 import httpx
 import trio
 
-from tests.conftest import RESPONDER, LaunchFn, Trioswap, random_start_port, read_stream_until
+from tests.conftest import (
+    RESPONDER,
+    LaunchFn,
+    Trioswap,
+    random_start_port,
+    read_stream_until,
+    wait_until,
+)
 
 
 def config(model_extra: str = "", top: str = "", flags: str = "") -> str:
@@ -348,3 +355,29 @@ async def test_status_page(launch: LaunchFn) -> None:
     # The page drives these endpoints; they are tested above.
     for path in ("/v1/models", "/running", "/logs/stream", "/models/unload"):
         assert path in response.text
+
+
+async def test_concurrency_limit_answers_429(launch: LaunchFn) -> None:
+    ts = await launch(config("    concurrencyLimit: 1", flags="--tokens-per-second 10"))
+    async with ts.client() as client, trio.open_nursery() as nursery:
+        first_status: list[int] = []
+
+        async def slow() -> None:
+            response = await client.post(
+                "/v1/chat/completions", json={"model": "m", "stream": True}
+            )
+            first_status.append(response.status_code)
+
+        nursery.start_soon(slow)
+        await wait_until(lambda: _in_flight(ts, 1))
+        response = await client.post("/v1/chat/completions", json={"model": "m"})
+        assert response.status_code == 429
+        error = response.json()["error"]
+        assert error["type"] == "rate_limit_error"
+        assert "concurrencyLimit" in error["message"]
+    assert first_status == [200]
+
+
+async def _in_flight(ts: Trioswap, count: int) -> bool:
+    running = await ts.running()
+    return "m" in running and running["m"]["in_flight"] == count
