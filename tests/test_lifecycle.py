@@ -225,3 +225,19 @@ async def test_listen_address_in_use_is_a_clear_error(launch: LaunchFn) -> None:
         assert await clash.process.wait() == 1
     await wait_until(lambda: any("cannot listen" in line for line in clash.stderr))
     assert not any("Traceback" in line for line in clash.stderr)
+
+
+async def test_model_env_reaches_the_server(launch: LaunchFn) -> None:
+    config = f"""
+startPort: {random_start_port()}
+models:
+  m:
+    cmd: >-
+      sh -c 'echo "FOO is $FOO"; exec {RESPONDER} --port "$0" --model-id m' ${{PORT}}
+    env: ["FOO=bar baz"]
+"""
+    ts = await launch(config)
+    async with ts.client() as client:
+        assert (await client.post("/v1/chat/completions", json=chat())).status_code == 200
+        logs = (await client.get("/logs")).text
+    assert "[m] FOO is bar baz" in logs
