@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import trio
@@ -381,3 +382,36 @@ async def test_concurrency_limit_answers_429(launch: LaunchFn) -> None:
 async def _in_flight(ts: Trioswap, count: int) -> bool:
     running = await ts.running()
     return "m" in running and running["m"]["in_flight"] == count
+
+
+async def test_upstream_route_streams_request_bodies(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    payload = bytes(range(256)) * 8192  # 2 MiB, binary
+    async with ts.client() as client:
+        response = await client.post(
+            "/upstream/m/v1/audio/speech",
+            content=payload,
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert response.status_code == 200
+        assert response.json()["received"]["bytes"] == len(payload)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(0, len(payload), 100_000):
+                yield payload[i : i + 100_000]
+
+        # No content-length from the client: the body is forwarded chunked, as it came.
+        response = await client.post(
+            "/upstream/m/v1/audio/speech",
+            content=chunks(),
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert response.status_code == 200
+        assert response.json()["received"]["bytes"] == len(payload)
+        # A GET without a body stays without one.
+        assert (await client.get("/upstream/m/health")).status_code == 200
+    requests = await upstream_requests(ts)
+    speech = [r for r in requests if r["path"] == "/v1/audio/speech"]
+    headers = [r["headers"] for r in speech]
+    assert isinstance(headers[0], dict) and headers[0]["content-length"] == str(len(payload))
+    assert isinstance(headers[1], dict) and headers[1]["transfer-encoding"] == "chunked"

@@ -6,6 +6,7 @@ It carries what stages learn (the parsed body, the resolved model, the leased se
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,6 +34,8 @@ class Exchange:
     sink: ClientSink
     stack: AsyncExitStack
     body: bytes = b""
+    # Set instead of `body` when the pipeline passes the request body on without reading it.
+    body_stream: AsyncIterable[bytes] | None = None
     json: dict[str, Any] | None = None
     body_changed: bool = False
     model_name: str | None = None

@@ -15,16 +15,22 @@ import httpcore
 
 UPSTREAM_CONNECTIONS = 256
 KEEPALIVE_EXPIRY = 30.0
+CORK_LIMIT = 65536
 
 
 class _CorkedStream(httpcore.AsyncNetworkStream):
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
         self._pending: list[bytes] = []
+        self._pending_size = 0
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if buffer:
             self._pending.append(buffer)
+            self._pending_size += len(buffer)
+            # A streamed upload goes on as it comes; only small writes wait for company.
+            if self._pending_size >= CORK_LIMIT:
+                await self._flush(timeout)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         if self._pending:
@@ -34,6 +40,7 @@ class _CorkedStream(httpcore.AsyncNetworkStream):
     async def _flush(self, timeout: float | None) -> None:
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending.clear()
+        self._pending_size = 0
         await self._inner.write(data, timeout)
 
     async def aclose(self) -> None:

@@ -54,9 +54,6 @@ class ProxyApp:
         await self._control(scope, receive, send)
 
     async def _serve(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
-        if body is None:
-            return
         sink = AsgiSink(send)
         exchange = Exchange(
             method=scope["method"],
@@ -66,17 +63,55 @@ class ProxyApp:
             family=pipeline.family,
             sink=sink,
             stack=AsyncExitStack(),
-            body=body,
         )
         if exchange.method not in pipeline.methods:
             await deliver_error(exchange, MethodNotAllowed(exchange.method, exchange.path))
             return
         # A client that goes away cancels its exchange: the upstream request is closed and the
-        # lease returned.
+        # lease returned. Its disconnect is watched for once the request body is in.
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_disconnect, receive, sink, nursery.cancel_scope)
+
+            def watch_disconnect() -> None:
+                nursery.start_soon(_cancel_on_disconnect, receive, sink, nursery.cancel_scope)
+
+            if pipeline.reads_body:
+                body = await _read_body(receive)
+                if body is None:
+                    return
+                exchange.body = body
+                watch_disconnect()
+            else:
+                exchange.body_stream = RequestBody(receive, nursery.cancel_scope, watch_disconnect)
             await run_pipeline(pipeline, exchange)
             nursery.cancel_scope.cancel()
+
+
+class RequestBody:
+    """The client's request body as it arrives, for a pipeline that passes it on unread."""
+
+    __slots__ = ("_done", "_on_complete", "_receive", "_scope")
+
+    def __init__(self, receive: Receive, scope: trio.CancelScope, on_complete: Callable[[], None]):
+        self._receive = receive
+        self._scope = scope
+        self._on_complete = on_complete
+        self._done = False
+
+    def __aiter__(self) -> RequestBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self._done = True
+            self._scope.cancel()
+            raise StopAsyncIteration
+        if not message.get("more_body", False):
+            self._done = True
+            self._on_complete()
+        return message.get("body", b"")
 
 
 def _shield_last_body(send: Send) -> Send:

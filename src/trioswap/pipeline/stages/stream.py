@@ -9,7 +9,7 @@ request (see DESIGN.md, "The hot path").
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterator
 from contextlib import contextmanager
 
 import httpcore
@@ -69,12 +69,17 @@ class Stream:
     async def __call__(self, exchange: Exchange) -> bool:
         server = exchange.server
         assert server is not None and exchange.model_id is not None
-        body = exchange.body
-        if exchange.body_changed and exchange.json is not None:
-            body = json.dumps(exchange.json).encode()
         headers = [(k, v) for k, v in exchange.headers if k not in self._drop]
-        if body or exchange.method in ("POST", "PUT", "PATCH"):
-            headers.append((b"content-length", str(len(body)).encode()))
+        content: bytes | AsyncIterable[bytes]
+        if exchange.body_stream is not None:
+            content = exchange.body_stream
+            headers.extend(_body_framing(exchange.headers))
+        else:
+            content = exchange.body
+            if exchange.body_changed and exchange.json is not None:
+                content = json.dumps(exchange.json).encode()
+            if content or exchange.method in ("POST", "PUT", "PATCH"):
+                headers.append((b"content-length", str(len(content)).encode()))
         url = server.config.proxy + exchange.upstream_path
         if exchange.query:
             url += "?" + exchange.query.decode("latin-1")
@@ -84,7 +89,7 @@ class Stream:
                 exchange.method,
                 url,
                 headers=headers,
-                content=body,
+                content=content,
                 extensions={"timeout": TIMEOUTS},
             ) as response:
                 if exchange.response_started:
@@ -104,6 +109,16 @@ class Stream:
                     await sink.body(chunk, True)
         await sink.body(b"", False)
         return True
+
+
+def _body_framing(client_headers: Headers) -> Headers:
+    """How a streamed request body is framed upstream: as the client framed it."""
+    for name, value in client_headers:
+        if name == b"content-length":
+            return [(name, value)]
+        if name == b"transfer-encoding" and b"chunked" in value.lower():
+            return [(b"transfer-encoding", b"chunked")]
+    return []
 
 
 async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> None:
