@@ -111,11 +111,12 @@ class Harness:
         self,
         models: Iterable[str] | Mapping[str, Mapping[str, Any]],
         groups: Mapping[str, Mapping[str, Any]] | None = None,
+        drain_timeout: float = 0.0,
     ) -> None:
         config = loads(config_yaml(models, groups))
         self.rules = GroupRules.from_config(config)
         self.fx = Recorder()
-        self.sched = Scheduler(config.models, self.rules, self.fx)
+        self.sched = Scheduler(config.models, self.rules, self.fx, drain_timeout)
         self.now = 0.0
         self._ids = itertools.count(1)
 
@@ -1455,3 +1456,66 @@ def test_random_walk(config_name: str, seed: int) -> None:
     # the walk did real work: many requests, several starts and answers of every kind
     assert len(driver.world.model_of) > 150
     assert driver.world.starts > 5
+
+
+# -- drainTimeout: a bounded wait for the requests of the models a swap stops -------------------
+
+
+def test_without_drain_timeout_a_swap_waits_as_long_as_requests_last() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    h.take()
+    h.req("b", at=1.0)
+    assert h.take() == []
+    assert h.sched.next_deadline() is None
+    h.tick(at=10_000.0)
+    assert h.take() == []
+    assert h.state("a") is READY
+    h.release(held)
+    assert h.take() == [("stop", "a")]
+
+
+def test_drain_timeout_stops_a_model_whose_requests_outlast_it() -> None:
+    h = Harness(ABC, drain_timeout=5.0)
+    h.bring_up("a")
+    held = h.req("a")
+    h.take()
+    b_request = h.req("b", at=1.0)
+    assert h.take() == []
+    assert h.sched.next_deadline() == 6.0
+    h.tick(at=5.9)
+    assert h.take() == []
+    h.tick(at=6.0)
+    assert h.take() == [("stop", "a")]
+    assert h.state("a") is STOPPING
+    assert h.sched.next_deadline() is None
+    h.stopped("a")
+    assert h.take() == [("start", "b")]
+    h.started("b")
+    assert h.take() == [("grant", b_request, "b")]
+    # The cut-off request still releases its lease; nothing goes negative.
+    h.release(held)
+    assert h.status("a").in_flight == 0
+
+
+def test_drain_timeout_is_not_needed_when_requests_finish_in_time() -> None:
+    h = Harness(ABC, drain_timeout=5.0)
+    h.bring_up("a")
+    held = h.req("a")
+    h.take()
+    h.req("b", at=1.0)
+    h.release(held, at=2.0)
+    assert h.take() == [("stop", "a")]
+    assert h.sched.next_deadline() is None
+
+
+def test_drain_timeout_bounds_an_unload_too() -> None:
+    h = Harness(ABC, drain_timeout=1.0)
+    h.bring_up("a")
+    h.req("a")
+    h.take()
+    h.unload(at=0.5)
+    assert h.take() == []
+    h.tick(at=1.5)
+    assert h.take() == [("stop", "a")]

@@ -206,3 +206,24 @@ models:
     assert first["description"] == "the first"
     assert first["meta"] == {"trioswap": {"ctx": 4096}}
     assert json.dumps(body)  # plain JSON
+
+
+async def test_drain_timeout_cuts_a_long_request_for_a_swap(launch: LaunchFn) -> None:
+    # a streams for ~5 s; with drainTimeout 0.5 a request for b does not wait for it.
+    ts = await launch(pair_config(extra_a="--tokens-per-second 1.2", top="drainTimeout: 0.5"))
+    async with ts.client() as client:
+        a_text: list[str] = []
+
+        async def slow_a() -> None:
+            response = await client.post("/v1/chat/completions", json=chat("a", stream=True))
+            a_text.append(response.text)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_a)
+            await wait_until(lambda: _in_flight(ts, "a"))
+            response = await client.post("/v1/chat/completions", json=chat("b"))
+            assert response.status_code == 200
+            assert response.headers["x-responder-model"] == "b"
+    (text,) = a_text
+    assert "[DONE]" not in text
+    assert '"error"' in text.splitlines()[-2]

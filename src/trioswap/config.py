@@ -83,6 +83,7 @@ class Config:
     log_level: str = "info"
     global_ttl: float = 0.0
     unload_timeout: float = 10.0
+    drain_timeout: float = 0.0
     include_aliases_in_list: bool = False
     api_keys: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
@@ -134,6 +135,7 @@ def redacted(config: Config) -> dict[str, Any]:
         "logLevel": config.log_level,
         "globalTTL": config.global_ttl,
         "unloadTimeout": config.unload_timeout,
+        "drainTimeout": config.drain_timeout,
         "includeAliasesInList": config.include_aliases_in_list,
         "sendLoadingState": config.send_loading_state,
         "apiKeys": ["***"] * len(config.api_keys),
@@ -212,6 +214,7 @@ _TOP_KEYS = (
     "logLevel",
     "globalTTL",
     "unloadTimeout",
+    "drainTimeout",
     "includeAliasesInList",
     "macros",
     "apiKeys",
@@ -429,6 +432,9 @@ class _Reader:
         unload_timeout = self.scalar(
             top, "unloadTimeout", "unloadTimeout", (float,), 10.0, _at_least(0)
         )
+        drain_timeout = self.scalar(
+            top, "drainTimeout", "drainTimeout", (float,), 0.0, _at_least(0)
+        )
         include_aliases = self.scalar(
             top, "includeAliasesInList", "includeAliasesInList", (bool,), False
         )
@@ -477,6 +483,7 @@ class _Reader:
             log_level=log_level,
             global_ttl=global_ttl,
             unload_timeout=unload_timeout,
+            drain_timeout=drain_timeout,
             include_aliases_in_list=include_aliases,
             api_keys=api_keys,
             preload=preload,

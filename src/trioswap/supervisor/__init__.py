@@ -67,6 +67,7 @@ class Supervisor:
                 nursery,
                 self.listeners,
                 self._before_stop,
+                self.config.drain_timeout,
             )
             await nursery.start(router.run)
             self._router = router

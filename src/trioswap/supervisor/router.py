@@ -86,12 +86,15 @@ class Router:
         process_nursery: trio.Nursery,
         listeners: list[TransitionListener],
         before_stop: Callable[[ModelConfig], Awaitable[None]],
+        drain_timeout: float,
     ) -> None:
         self._servers = servers
         self._process_nursery = process_nursery
         self._send, self._receive = trio.open_memory_channel[Event](EVENT_BUFFER)
         self._waiters: dict[RequestId, Waiter] = {}
-        self._scheduler = Scheduler({m: s.config for m, s in servers.items()}, rules, self)
+        self._scheduler = Scheduler(
+            {m: s.config for m, s in servers.items()}, rules, self, drain_timeout
+        )
         self._task_nursery: trio.Nursery
         self._listeners = listeners
         self._before_stop = before_stop

@@ -72,6 +72,8 @@ class _Operation:
     target: str | None
     evict: set[str]
     starting: bool = False
+    # After this, models still serving requests are stopped anyway (drainTimeout).
+    drain_deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Scheduler:
     models: Mapping[str, ModelConfig]
     rules: GroupRules
     effects: Effects
+    drain_timeout: float = 0.0  # 0: a swap waits for in-flight requests as long as they take
     _slots: dict[str, _Slot] = field(init=False)
     _queue: deque[_Pending | _Unload] = field(init=False, default_factory=deque)
     _granted: dict[RequestId, str] = field(init=False, default_factory=dict)
@@ -170,9 +173,15 @@ class Scheduler:
     # -- reads ------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When the next ttl expires, if one can act now."""
-        if self._operation is not None or self._closed:
+        """When the next ttl expires or a swap stops waiting for requests, if one can act now."""
+        if self._closed:
             return None
+        if (op := self._operation) is not None:
+            draining = any(
+                self._slots[m].state is ModelState.READY and self._slots[m].in_flight
+                for m in op.evict
+            )
+            return op.drain_deadline if draining else None
         deadlines = [
             slot.idle_since + slot.config.ttl
             for slot in self._slots.values()
@@ -206,7 +215,7 @@ class Scheduler:
                 self._operation = self._next_operation(now)
                 if self._operation is None:
                     return
-            self._progress(self._operation)
+            self._progress(self._operation, now)
             if self._operation is not None:
                 return
 
@@ -233,13 +242,16 @@ class Scheduler:
         return {m for m, slot in self._slots.items() if slot.state in active}
 
     def _next_operation(self, now: float) -> _Operation | None:
+        deadline = now + self.drain_timeout if self.drain_timeout > 0 else None
         for item in self._queue:
             if isinstance(item, _Unload):
                 self._queue.remove(item)
                 running = self._running()
-                return _Operation(None, running if item.models is None else running & item.models)
+                evict = running if item.models is None else running & item.models
+                return _Operation(None, evict, drain_deadline=deadline)
             if self._slots[item.model].state in (ModelState.STOPPED, ModelState.FAILED):
-                return _Operation(item.model, evict_for(item.model, self._running(), self.rules))
+                evict = evict_for(item.model, self._running(), self.rules)
+                return _Operation(item.model, evict, drain_deadline=deadline)
         expired = {
             m
             for m, slot in self._slots.items()
@@ -250,12 +262,14 @@ class Scheduler:
         }
         return _Operation(None, expired) if expired else None
 
-    def _progress(self, op: _Operation) -> None:
+    def _progress(self, op: _Operation, now: float) -> None:
+        overdue = op.drain_deadline is not None and now >= op.drain_deadline
         for model in sorted(op.evict):
             slot = self._slots[model]
             if slot.state in (ModelState.STOPPED, ModelState.FAILED):
                 op.evict.discard(model)
-            elif slot.state is ModelState.READY and slot.in_flight == 0:
+            elif slot.state is ModelState.READY and (slot.in_flight == 0 or overdue):
+                # Overdue, its remaining requests end with an error when the server goes.
                 self._set(model, ModelState.STOPPING)
                 self.effects.stop(model)
         if op.evict or op.starting:
