@@ -1102,9 +1102,13 @@ class World:
     """The fake world behind `Effects`: it checks each effect against what it knows when the
     scheduler asks for it, and finishes starts and stops only when the driver says so."""
 
-    def __init__(self, models: Mapping[str, ModelConfig], rules: GroupRules) -> None:
+    def __init__(
+        self, models: Mapping[str, ModelConfig], rules: GroupRules, drain_timeout: float = 0.0
+    ) -> None:
         self.configs = models
         self.rules = rules
+        self.drain_timeout = drain_timeout
+        self.forced_stops = 0
         self.alive: set[str] = set()  # a process exists (starting, ready or stopping)
         self.starting: set[str] = set()
         self.stopping: set[str] = set()
@@ -1168,7 +1172,10 @@ class World:
 
     def stop(self, model: str) -> None:
         assert model in self.ready, f"stop of {model} which is not ready"
-        assert self.in_flight(model) == 0, f"stop of {model} with requests in flight"
+        # Only a bounded drain may stop a model that still serves requests.
+        if self.in_flight(model):
+            assert self.drain_timeout > 0, f"stop of {model} with requests in flight"
+            self.forced_stops += 1
         self.stopping.add(model)
 
     def transition(self, model: str, old: ModelState, new: ModelState) -> None:
@@ -1181,14 +1188,15 @@ class Driver:
     """Feeds events to a scheduler backed by a `World`, keeping the world's books, and checks
     the invariants. Used by both the Hypothesis machine and the seeded random walks."""
 
-    def __init__(self, config_name: str) -> None:
+    def __init__(self, config_name: str, drain_timeout: float = 0.0) -> None:
         models, groups = CONFIGS[config_name]
         config = loads(config_yaml(models, groups))
         self.model_ids = sorted(config.models)
         self.ttl = {m: c.ttl for m, c in config.models.items()}
         self.rules = GroupRules.from_config(config)
-        self.world = World(config.models, self.rules)
-        self.sched = Scheduler(config.models, self.rules, self.world)
+        self.drain_timeout = drain_timeout
+        self.world = World(config.models, self.rules, drain_timeout)
+        self.sched = Scheduler(config.models, self.rules, self.world, drain_timeout)
         self.now = 0.0
         self._ids = itertools.count(1)
 
@@ -1309,18 +1317,26 @@ class Driver:
         )
         assert {m: s.waiting for m, s in statuses.items() if s.waiting} == dict(pending)
         # ttl: no deadline while an operation runs; never one already past (any event past a
-        # deadline stops that model); otherwise exactly the earliest idle_since + ttl
+        # deadline stops that model); otherwise exactly the earliest idle_since + ttl. With a
+        # drainTimeout, a draining operation has its own deadline, at most that far ahead.
         deadline = self.sched.next_deadline()
-        if w.closed or w.starting or w.stopping:
+        draining = self.drain_timeout > 0
+        if w.closed:
             assert deadline is None
+        if w.starting or w.stopping:
+            assert deadline is None or draining
         if deadline is not None:
-            assert deadline > self.now, "an expired model was left running"
+            assert deadline > self.now, "an expired model or drain was left waiting"
             idle = [
                 w.idle_since[m] + self.ttl[m]
                 for m in w.ready
                 if self.ttl[m] > 0 and w.in_flight(m) == 0
             ]
-            assert deadline == min(idle)
+            if not draining or (idle and deadline == min(idle)):
+                assert deadline == min(idle)
+            else:
+                assert any(w.in_flight(m) for m in w.ready)
+                assert deadline <= self.now + self.drain_timeout
 
 
 class SchedulerMachine(RuleBasedStateMachine):
@@ -1447,15 +1463,27 @@ def random_walk(driver: Driver, rng: random.Random, steps: int, shutdown_at: int
     driver.settle()
 
 
+@pytest.mark.parametrize("drain_timeout", [0.0, 2.0])
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("config_name", sorted(CONFIGS))
-def test_random_walk(config_name: str, seed: int) -> None:
+def test_random_walk(config_name: str, seed: int, drain_timeout: float) -> None:
     rng = random.Random(f"{config_name}-{seed}")
-    driver = Driver(config_name)
+    driver = Driver(config_name, drain_timeout)
     random_walk(driver, rng, steps=400, shutdown_at=350 if seed % 4 == 3 else None)
     # the walk did real work: many requests, several starts and answers of every kind
     assert len(driver.world.model_of) > 150
     assert driver.world.starts > 5
+
+
+def test_random_walks_with_drain_timeout_do_cut_drains() -> None:
+    """The walks with a drainTimeout exercise what it is for: stopping busy models."""
+    forced = 0
+    for config_name in sorted(CONFIGS):
+        for seed in range(4):
+            driver = Driver(config_name, drain_timeout=2.0)
+            random_walk(driver, random.Random(f"{config_name}-{seed}"), steps=400, shutdown_at=None)
+            forced += driver.world.forced_stops
+    assert forced > 0
 
 
 # -- drainTimeout: a bounded wait for the requests of the models a swap stops -------------------
