@@ -15,6 +15,8 @@ Pieces:
   `start_trioswap` writes the YAML config and reads the URL trioswap prints once it is ready.
 - `wait_healthy()`, `http_request()`: tiny blocking HTTP helpers (http.client, no event loop).
 - `machine_info()`, `cpu_seconds()`: what the benchmark ran on, and how much CPU a process used.
+- `arg_parser()`, `add_common_args()`, `machine_lines()`, `print_targets()`, `end_line()`,
+  `run_main()`: the command-line and report pieces every benchmark script shares.
 
 Nothing here uses an event loop: drivers are plain threads and subprocesses, so that the
 benchmark's own client code is cheap and predictable.
@@ -22,6 +24,7 @@ benchmark's own client code is cheap and predictable.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -40,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -530,6 +533,21 @@ class Harness:
         with contextlib.suppress(ValueError):
             self.procs.remove(proc)
 
+    @contextlib.contextmanager
+    def reporting(self, *names: str) -> Iterator[None]:
+        """On an exception, print the output tail of every process named in `names` (then let
+        the exception through); either way, say where the logs are when they are kept."""
+        try:
+            yield
+        except Exception:
+            for proc in self.procs:
+                if proc.name in names:
+                    print(f"{proc.name}'s output (tail):\n{proc.tail()}", file=sys.stderr)
+            raise
+        finally:
+            if self.keep_logs:
+                print(f"logs kept in {self.workdir}", file=sys.stderr)
+
     def start_responder(self, spec: ResponderSpec, timeout: float = 30.0) -> Proc:
         """A responder of our own (not trioswap's), healthy when this returns."""
         if spec.port is None:
@@ -593,6 +611,31 @@ def machine_info() -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()}",
         "loadavg": load,
     }
+
+
+def machine_lines(
+    info: Mapping[str, str],
+    *,
+    memory: bool = True,
+    python: str | None = None,
+    busy: Sequence[str] | None = None,
+) -> list[str]:
+    """The lines of a report's header that say what it ran on, from `machine_info()`: date,
+    machine (with its memory unless `memory=False`), the interpreter when `python` is given,
+    the load average, and the busy processes when `busy` (from `busy_processes()`) is given."""
+    ram = f"{info['memory']}, " if memory else ""
+    lines = [
+        f"date:      {info['date']}",
+        f"machine:   {info['cores']} cores, {info['cpu']}, {ram}{info['kernel']}",
+    ]
+    if python is not None:
+        lines.append(f"python:    {info['python']} ({python})")
+    lines.append(f"load avg:  {info['loadavg']} (1/5/15 min) at start")
+    if busy is not None:
+        lines.append(
+            f"busy:      {', '.join(busy) if busy else 'no other process above 20% of a core'}"
+        )
+    return lines
 
 
 def busy_processes(min_percent: float = 20.0, sample: float = 0.5) -> list[str]:
@@ -692,3 +735,50 @@ def cpu_meter(pids: Mapping[str, int]) -> Iterator[dict[str, float]]:
     finally:
         for name, pid in pids.items():
             used[name] = cpu_seconds(pid) - before[name]
+
+
+# -- the scripts' command line and report --------------------------------------------------------
+
+
+def arg_parser(description: str) -> argparse.ArgumentParser:
+    """A benchmark script's parser; its --help shows every default."""
+    return argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+
+
+def add_common_args(
+    parser: argparse.ArgumentParser, *, keep_logs_help: str | None = None, python_help: str
+) -> None:
+    """--json, --keep-logs and --python, which every benchmark script takes."""
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--keep-logs", action="store_true", help=keep_logs_help)
+    parser.add_argument("--python", default=sys.executable, help=python_help)
+
+
+def print_targets(verdicts: Iterable[str], *, always: bool = False) -> None:
+    """The "Targets" section at the end of a report (run_all.py looks for its heading); nothing
+    when there are no verdicts, unless `always`."""
+    lines = list(verdicts)
+    if not lines and not always:
+        return
+    print("Targets (printed for comparison, not asserted)")
+    print("-----------------------------------------------")
+    for line in lines:
+        print(f"  {line}")
+    print()
+
+
+def end_line(began: float) -> str:
+    """The report's last line: the load average now and the time since `began` (monotonic)."""
+    return f"load avg at end: {machine_info()['loadavg']}; took {time.monotonic() - began:.0f}s"
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run a script's `main()` and exit with its status; 130 on Ctrl-C or SIGTERM (by then
+    `Harness` has stopped every process)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; every process stopped", file=sys.stderr)
+        sys.exit(130)

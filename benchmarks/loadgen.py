@@ -135,6 +135,13 @@ def _wrk_script(method: str, body: bytes | None, headers: Mapping[str, str]) -> 
     return "\n".join(lines) + _WRK_DONE
 
 
+def _request_headers(body: bytes | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """`headers`, with a JSON content type first when there is a body."""
+    all_headers = {"Content-Type": "application/json"} if body is not None else {}
+    all_headers.update(headers or {})
+    return all_headers
+
+
 def run_wrk(
     url: str,
     *,
@@ -145,8 +152,7 @@ def run_wrk(
     duration: float,
     threads: int = 1,
 ) -> LoadResult:
-    all_headers = {"Content-Type": "application/json"} if body is not None else {}
-    all_headers.update(headers or {})
+    all_headers = _request_headers(body, headers)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_wrk_script(method, body, all_headers))
     try:
@@ -203,8 +209,7 @@ def run_python_load(
     """The fallback: one thread and one keep-alive http.client connection per connection."""
     parts = urlsplit(url)
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
-    all_headers = {"Content-Type": "application/json"} if body is not None else {}
-    all_headers.update(headers or {})
+    all_headers = _request_headers(body, headers)
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     start_barrier = threading.Barrier(concurrency + 1)
@@ -266,16 +271,8 @@ def run_load(
     duration: float,
 ) -> LoadResult:
     """`tool` is "wrk" or "python"."""
-    if tool == "wrk":
-        return run_wrk(
-            url,
-            method=method,
-            body=body,
-            headers=headers,
-            concurrency=concurrency,
-            duration=duration,
-        )
-    return run_python_load(
+    run = run_wrk if tool == "wrk" else run_python_load
+    return run(
         url, method=method, body=body, headers=headers, concurrency=concurrency, duration=duration
     )
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import harness
@@ -33,18 +31,13 @@ def mib(kib: int | None) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="trioswap's resident memory, idle and under load.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = harness.arg_parser("trioswap's resident memory, idle and under load.")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of load")
     parser.add_argument("--duration", type=float, default=4.0, help="wrk seconds per round")
     parser.add_argument("--concurrency", type=int, default=8, help="connections and streams")
     parser.add_argument("--streams", type=int, default=160, help="streams per round")
     parser.add_argument("--stream-words", type=int, default=200, help="chunks per stream")
-    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
-    parser.add_argument("--keep-logs", action="store_true")
-    parser.add_argument("--python", default=sys.executable, help="for trioswap and the responder")
+    harness.add_common_args(parser, python_help="for trioswap and the responder")
     return parser.parse_args(argv)
 
 
@@ -52,10 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tool = "wrk" if loadgen.have_wrk() else "python"
     info = harness.machine_info()
-    print("trioswap memory")
-    print(f"date:      {info['date']}")
-    print(f"machine:   {info['cores']} cores, {info['cpu']}, {info['memory']}, {info['kernel']}")
-    print(f"load avg:  {info['loadavg']} (1/5/15 min) at start")
+    print("\n".join(["trioswap memory", *harness.machine_lines(info)]))
     print(flush=True)
     began = time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -142,18 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines.append(f"  * load generator: {tool}; streams: raw-socket keep-alive clients")
     print("\n".join(lines))
     print()
-    print(
-        f"load avg at end: {harness.machine_info()['loadavg']}; "
-        f"took {time.monotonic() - began:.0f}s"
-    )
+    print(harness.end_line(began))
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "rows": rows, "targets": []}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; every process stopped", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

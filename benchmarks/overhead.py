@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -677,10 +676,7 @@ def swaps(h: Harness, setup: Setup, args: argparse.Namespace) -> tuple[Table, di
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="trioswap's overhead: direct vs through trioswap, side by side.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = harness.arg_parser("trioswap's overhead: direct vs through trioswap, side by side.")
     parser.add_argument(
         "--duration",
         type=float,
@@ -710,12 +706,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst-words", type=int, default=1000, help="chunks per no-delay stream")
     parser.add_argument("--swaps", type=int, default=10)
     parser.add_argument("--sections", default="1,2,3", help="which sections to run, e.g. 1,3")
-    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
-    parser.add_argument(
-        "--keep-logs", action="store_true", help="keep trioswap's and the responders' logs"
-    )
-    parser.add_argument(
-        "--python", default=sys.executable, help="interpreter for trioswap and the responders"
+    harness.add_common_args(
+        parser,
+        keep_logs_help="keep trioswap's and the responders' logs",
+        python_help="interpreter for trioswap and the responders",
     )
     args = parser.parse_args(argv)
     if args.loadgen == "wrk" and not loadgen.have_wrk():
@@ -736,11 +730,7 @@ def header(args: argparse.Namespace) -> str:
     busy = harness.busy_processes()
     lines = [
         "trioswap overhead benchmark",
-        f"date:      {info['date']}",
-        f"machine:   {info['cores']} cores, {info['cpu']}, {info['kernel']}",
-        f"python:    {info['python']} ({args.python})",
-        f"load avg:  {info['loadavg']} (1/5/15 min) at start",
-        f"busy:      {', '.join(busy) if busy else 'no other process above 20% of a core'}",
+        *harness.machine_lines(info, memory=False, python=args.python, busy=busy),
         f"load gen:  non-streaming: {args.tool_label}; streaming and swaps: Python raw sockets",
     ]
     return "\n".join(lines)
@@ -753,38 +743,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     raw: dict[str, Any] = {"machine": harness.machine_info(), "loadgen": args.tool_label}
     tables: list[Table] = []
-    with Harness(keep_logs=args.keep_logs) as h:
-        try:
-            setup = start(h, args)
-            sections: list[tuple[int, str, Callable[[], tuple[Table, dict[str, Any]]]]] = [
-                (1, "non_streaming", lambda: non_streaming(setup, args)),
-                (2, "streaming", lambda: streaming(setup, args)),
-                (3, "swap", lambda: swaps(h, setup, args)),
-            ]
-            for number, key, run in sections:
-                if number not in args.sections:
-                    continue
-                table, raw[key] = run()
-                tables.append(table)
-                print(table.render(), flush=True)
-                print(flush=True)
-        except Exception:
-            for proc in h.procs:
-                if proc.name == "trioswap":
-                    print(f"trioswap's output (tail):\n{proc.tail()}", file=sys.stderr)
-            raise
-        finally:
-            if args.keep_logs:
-                print(f"logs kept in {h.workdir}", file=sys.stderr)
-    elapsed = time.monotonic() - began
-    verdicts = [line for table in tables for line in table.verdicts]
-    if verdicts:
-        print("Targets (printed for comparison, not asserted)")
-        print("-----------------------------------------------")
-        for line in verdicts:
-            print(f"  {line}")
-        print()
-    print(f"load avg at end: {harness.machine_info()['loadavg']}; took {elapsed:.0f}s")
+    with Harness(keep_logs=args.keep_logs) as h, h.reporting("trioswap"):
+        setup = start(h, args)
+        sections: list[tuple[int, str, Callable[[], tuple[Table, dict[str, Any]]]]] = [
+            (1, "non_streaming", lambda: non_streaming(setup, args)),
+            (2, "streaming", lambda: streaming(setup, args)),
+            (3, "swap", lambda: swaps(h, setup, args)),
+        ]
+        for number, key, run in sections:
+            if number not in args.sections:
+                continue
+            table, raw[key] = run()
+            tables.append(table)
+            print(table.render(), flush=True)
+            print(flush=True)
+    harness.print_targets(line for table in tables for line in table.verdicts)
+    print(harness.end_line(began))
     if args.json:
         args.json.write_text(json.dumps(raw, indent=2))
         print(f"raw numbers written to {args.json}")
@@ -792,8 +766,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; every process stopped", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

@@ -24,7 +24,6 @@ import math
 import os
 import re
 import shlex
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -365,16 +364,19 @@ def run_non_streaming(
             return harness.cpu_seconds(setup.proxy_pids["bare-llama"])
         return setup.proxy_cpu(mode)
 
-    for mode in modes:
-        progress(f"{up.key} non-streaming c={concurrency} {mode}: warm-up {args.warmup:g}s")
-        loadgen.run_load(
+    def load(mode: str, seconds: float) -> LoadResult:
+        return loadgen.run_load(
             up.urls[mode] + CHAT_PATH,
             tool=args.tool,
             body=body,
             headers=setup.headers(mode),
             concurrency=concurrency,
-            duration=args.warmup,
+            duration=seconds,
         )
+
+    for mode in modes:
+        progress(f"{up.key} non-streaming c={concurrency} {mode}: warm-up {args.warmup:g}s")
+        load(mode, args.warmup)
     runs: dict[str, list[LoadResult]] = {mode: [] for mode in modes}
     used = dict.fromkeys(modes, 0.0)
     per_round = duration / args.rounds
@@ -384,16 +386,7 @@ def run_non_streaming(
                 f"{up.key} non-streaming c={concurrency} {mode}: round {index + 1}/{args.rounds}"
             )
             before = cpu(mode)
-            runs[mode].append(
-                loadgen.run_load(
-                    up.urls[mode] + CHAT_PATH,
-                    tool=args.tool,
-                    body=body,
-                    headers=setup.headers(mode),
-                    concurrency=concurrency,
-                    duration=per_round,
-                )
-            )
+            runs[mode].append(load(mode, per_round))
             used[mode] += cpu(mode) - before
     return NonStreaming({m: loadgen.merge(r) for m, r in runs.items()}, used)
 
@@ -648,10 +641,7 @@ def int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Direct vs bare trio proxy vs trioswap vs LiteLLM, side by side.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = harness.arg_parser("Direct vs bare trio proxy vs trioswap vs LiteLLM, side by side.")
     parser.add_argument("--duration", type=float, default=6.0, help="responder: s/mode/conc")
     parser.add_argument("--llama-duration", type=float, default=6.0, help="llama: s/mode/conc")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per duration")
@@ -668,9 +658,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--litellm-timeout", type=float, default=180.0, help="seconds LiteLLM may take to start"
     )
     parser.add_argument("--sections", default="1,2", help="1: non-streaming, 2: streaming")
-    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
-    parser.add_argument("--keep-logs", action="store_true", help="keep every process's output")
-    parser.add_argument("--python", default=sys.executable, help="for trioswap and the responder")
+    harness.add_common_args(
+        parser,
+        keep_logs_help="keep every process's output",
+        python_help="for trioswap and the responder",
+    )
     args = parser.parse_args(argv)
     args.tool = "wrk" if loadgen.have_wrk() else "python"
     args.tool_label = (
@@ -695,12 +687,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness.require_llama_server()
     info = harness.machine_info()
     busy = harness.busy_processes()
-    print("trioswap vs other proxies")
-    print(f"date:      {info['date']}")
-    print(f"machine:   {info['cores']} cores, {info['cpu']}, {info['memory']}, {info['kernel']}")
-    print(f"python:    {info['python']} ({args.python})")
-    print(f"load avg:  {info['loadavg']} (1/5/15 min) at start")
-    print(f"busy:      {', '.join(busy) if busy else 'no other process above 20% of a core'}")
+    print(
+        "\n".join(
+            [
+                "trioswap vs other proxies",
+                *harness.machine_lines(info, python=args.python, busy=busy),
+            ]
+        )
+    )
     print(f"upstreams: responder (trioswap.responder); {harness.LLAMA_SERVER} -t 1 --parallel 1")
     print(
         "proxies:   bare = benchmarks/bare_proxy.py (hypercorn trio + httpcore, no features); "
@@ -711,53 +705,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     raw: dict[str, Any] = {"machine": info, "loadgen": args.tool_label}
     grids: list[Grid] = []
-    with Harness(keep_logs=args.keep_logs) as h:
-        try:
-            setup = start(h, args)
-            if setup.litellm_missing:
-                print(f"LiteLLM column missing: {setup.litellm_missing}\n", flush=True)
-                raw["litellm_missing"] = setup.litellm_missing
-            sections: list[tuple[int, str, Callable[[], tuple[Grid, dict[str, Any]]]]] = [
-                (1, "non_streaming", lambda: non_streaming(setup, args)),
-                (2, "streaming", lambda: streaming(setup, args)),
-            ]
-            for number, key, run in sections:
-                if number not in args.sections:
-                    continue
-                grid, raw[key] = run()
-                if number == max(args.sections):
-                    raw["memory"] = memory_rows(grid, setup)
-                grids.append(grid)
-                print(grid.render(), flush=True)
-                print(flush=True)
-        except Exception:
-            for proc in h.procs:
-                if proc.name in ("trioswap", "litellm"):
-                    print(f"{proc.name}'s output (tail):\n{proc.tail()}", file=sys.stderr)
-            raise
-        finally:
-            if args.keep_logs:
-                print(f"logs kept in {h.workdir}", file=sys.stderr)
-    verdicts = [line for grid in grids for line in grid.verdicts]
+    with Harness(keep_logs=args.keep_logs) as h, h.reporting("trioswap", "litellm"):
+        setup = start(h, args)
+        if setup.litellm_missing:
+            print(f"LiteLLM column missing: {setup.litellm_missing}\n", flush=True)
+            raw["litellm_missing"] = setup.litellm_missing
+        sections: list[tuple[int, str, Callable[[], tuple[Grid, dict[str, Any]]]]] = [
+            (1, "non_streaming", lambda: non_streaming(setup, args)),
+            (2, "streaming", lambda: streaming(setup, args)),
+        ]
+        for number, key, run in sections:
+            if number not in args.sections:
+                continue
+            grid, raw[key] = run()
+            if number == max(args.sections):
+                raw["memory"] = memory_rows(grid, setup)
+            grids.append(grid)
+            print(grid.render(), flush=True)
+            print(flush=True)
     raw["targets"] = [t for grid in grids for t in grid.targets]
-    if verdicts:
-        print("Targets (printed for comparison, not asserted)")
-        print("-----------------------------------------------")
-        for line in verdicts:
-            print(f"  {line}")
-        print()
-    print(
-        f"load avg at end: {harness.machine_info()['loadavg']}; "
-        f"took {time.monotonic() - began:.0f}s"
-    )
+    harness.print_targets(line for grid in grids for line in grid.verdicts)
+    print(harness.end_line(began))
     if args.json:
         args.json.write_text(json.dumps(raw, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; every process stopped", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

@@ -34,7 +34,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -311,9 +310,8 @@ def swaps(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Swap latency between two real llama-server models through trioswap.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = harness.arg_parser(
+        "Swap latency between two real llama-server models through trioswap."
     )
     parser.add_argument("--swaps", type=int, default=8, help="back-to-back swaps")
     parser.add_argument(
@@ -328,9 +326,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=6.0,
         help="longer than llama-server's 5 s keep-alive timeout",
     )
-    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
-    parser.add_argument("--keep-logs", action="store_true")
-    parser.add_argument("--python", default=sys.executable, help="interpreter for trioswap")
+    harness.add_common_args(parser, python_help="interpreter for trioswap")
     return parser.parse_args(argv)
 
 
@@ -338,10 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     harness.require_llama_server()
     info = harness.machine_info()
-    print("trioswap swap latency, llama-server")
-    print(f"date:      {info['date']}")
-    print(f"machine:   {info['cores']} cores, {info['cpu']}, {info['memory']}, {info['kernel']}")
-    print(f"load avg:  {info['loadavg']} (1/5/15 min) at start")
+    print("\n".join(["trioswap swap latency, llama-server", *harness.machine_lines(info)]))
     print(flush=True)
     began = time.monotonic()
     with Harness(keep_logs=args.keep_logs) as h:
@@ -367,16 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception:
             print(f"trioswap's output (tail):\n{proc.tail()}", file=sys.stderr)
             raise
-    print("Targets (printed for comparison, not asserted)")
-    print("-----------------------------------------------")
-    for table in tables:
-        for line in table.verdicts:
-            print(f"  {line}")
-    print()
-    print(
-        f"load avg at end: {harness.machine_info()['loadavg']}; "
-        f"took {time.monotonic() - began:.0f}s"
-    )
+    harness.print_targets([line for table in tables for line in table.verdicts], always=True)
+    print(harness.end_line(began))
     if args.json:
         raw["machine"] = info
         args.json.write_text(json.dumps(raw, indent=2))
@@ -384,8 +369,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; every process stopped", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)
