@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 
 from trioswap import __version__
-from trioswap.config import Config, load, redacted
+from trioswap.config import LOG_LEVELS, Config, load, redacted
 from trioswap.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -36,7 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", "-c", help="YAML config file (llama-swap format)")
     parser.add_argument("--listen", "-l", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
     parser.add_argument(
-        "--log-level", choices=("debug", "info", "warn", "error"), help="overrides logLevel"
+        "--log-level", choices=LOG_LEVELS, help="overrides logLevel"
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("responder", help="run the bundled test/demo upstream server (see --help)")
