@@ -35,9 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--version", action="version", version=f"trioswap {__version__}")
     parser.add_argument("--config", "-c", help="YAML config file (llama-swap format)")
     parser.add_argument("--listen", "-l", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
-    parser.add_argument(
-        "--log-level", choices=LOG_LEVELS, help="overrides logLevel"
-    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides logLevel")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("responder", help="run the bundled test/demo upstream server (see --help)")
     validate = sub.add_parser("validate", help="check a config; print it resolved or its errors")
