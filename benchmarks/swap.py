@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +41,8 @@ import loadgen
 from harness import Harness, Trioswap
 from loadgen import RawClient, Timed
 from overhead import CHAT_PATH, SwapWatcher, Table, Timeline, fmt, progress, verdict
+
+from trioswap.assets import data_folder
 
 TARGET_OWN_SHARE_MS = 50.0
 MODELS = ("smollm2", "smollm2-8k")
@@ -61,7 +62,7 @@ def swap_body(model: str) -> bytes:
 
 
 def smollm2_config() -> str:
-    text = (resources.files("trioswap") / "config" / "smollm2.yaml").read_text()
+    text = (data_folder("config") / "smollm2.yaml").read_text()
     text = text.replace("cache: ${env.HOME}/.cache/trioswap", f"cache: {harness.CACHE}")
     start_port = harness.free_port_block(1000, 20000, 40000)
     return re.sub(r"(?m)^startPort: \d+", f"startPort: {start_port}", text)

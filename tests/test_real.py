@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ import pytest
 import trio
 
 from tests.conftest import LaunchFn, Trioswap, pid_alive, random_start_port, wait_until
+from trioswap.assets import data_folder
 
 pytestmark = pytest.mark.real
 
@@ -33,7 +33,7 @@ def smollm2_config() -> str:
         pytest.fail(
             f"llama-server or the model is missing in {CACHE}: run scripts/install-llama-server"
         )
-    text = (resources.files("trioswap") / "config" / "smollm2.yaml").read_text()
+    text = (data_folder("config") / "smollm2.yaml").read_text()
     text = text.replace("cache: ${env.HOME}/.cache/trioswap", f"cache: {CACHE}")
     return re.sub(r"(?m)^startPort: \d+", f"startPort: {random_start_port()}", text)
 

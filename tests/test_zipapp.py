@@ -54,8 +54,11 @@ async def test_zipapp_builds_and_serves_the_demo(tmp_path: Path) -> None:
             response = await client.post(
                 "/v1/chat/completions", json={"model": "beta", "messages": []}
             )
+            # The UI comes from the zipapp's own copy of static_ui/.
+            page = await client.get("/")
         assert response.status_code == 200
         assert response.json()["responder"]["model_id"] == "beta"
+        assert page.status_code == 200 and "<html" in page.text.lower()
         process.terminate()
         with trio.fail_after(15):
             assert await process.wait() == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import trio
 
 from trioswap import __version__
+from trioswap.assets import data_folder
 from trioswap.config import LOG_LEVELS, Config, load, redacted
 from trioswap.errors import ConfigError
 
@@ -22,7 +23,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
 def demo_config_path() -> Path:
-    with resources.as_file(resources.files("trioswap") / "config" / "demo.yaml") as path:
+    with resources.as_file(data_folder("config") / "demo.yaml") as path:
         return Path(path)
 
 

@@ -1,4 +1,4 @@
-"""Pipelines: which stages each route runs, read from the packaged `pipelines/*.yaml`.
+"""Pipelines: which stages each route runs, read from the shipped `pipelines/*.yaml`.
 
 A route is an exact path or a path prefix, with its methods, API family and stage list. Adding a
 stage is one module and one line in a pipeline file.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import yaml
 
+from trioswap.assets import data_folder
 from trioswap.pipeline.stage import Stage, StageContext
 from trioswap.pipeline.stages.auth import Auth
 from trioswap.pipeline.stages.filters import Filters
@@ -58,7 +58,7 @@ class RouteTable:
 def load_routes(context: StageContext) -> RouteTable:
     exact: dict[str, Pipeline] = {}
     prefixes: list[tuple[str, Pipeline]] = []
-    folder = resources.files("trioswap") / "pipelines"
+    folder = data_folder("pipelines")
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".yaml"):
             continue

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from importlib import resources
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from trioswap.assets import data_folder
 from trioswap.config import Config
 from trioswap.errors import ModelNotFound, TrioswapError, Unauthorized
 from trioswap.observe.logs import ALL, PROXY, UPSTREAM, LogHub
@@ -25,7 +25,7 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
     app = QuartTrio("trioswap", static_folder=None)
     keys = ApiKeys(config.api_keys)
     created = int(time.time())
-    ui = resources.files("trioswap") / "static_ui"
+    ui = data_folder("static_ui")
 
     def error(exc: TrioswapError) -> Response:
         response = Response(
