@@ -1732,6 +1732,7 @@ def test_redacted_shape() -> None:
         "checkEndpoint": "/health",
         "ttl": 0.0,
         "unloadTimeout": 10.0,
+        "timeouts": {"connect": 30.0, "responseHeader": 600.0},
     }
 
 
@@ -2081,3 +2082,85 @@ def test_redacted_hides_secret_command_line_arguments() -> None:
     assert redacted(config)["models"]["m"]["cmd"] == (
         "srv --api-key '***' --port 1 '--hf-token=***' -m x"
     )
+
+
+# -- hardening keys ---------------------------------------------------------------------------
+
+
+def test_hardening_defaults() -> None:
+    config = loads("models:\n  m:\n    cmd: srv --port ${PORT}\n")
+    assert config.max_request_body == 256 * 1024 * 1024
+    assert config.request_body_timeout == 60.0
+    assert config.shutdown_timeout == 10.0
+    assert config.listen_backlog == 1024
+    assert config.cors_origins == ()
+    assert config.allowed_hosts == ()
+    model = config.models["m"]
+    assert model.connect_timeout == 30.0
+    assert model.response_header_timeout == 600.0
+
+
+def test_hardening_keys_are_read() -> None:
+    config = loads(
+        "maxRequestBodyMB: 0.5\nrequestBodyTimeout: 5\nshutdownTimeout: 0\nlistenBacklog: 4096\n"
+        "cors:\n  origins: ['http://localhost:3000/', '*']\nallowedHosts: [My.Host]\n"
+        "models:\n  m:\n    cmd: srv\n    proxy: http://127.0.0.1:1\n"
+        "    timeouts: {connect: 0, responseHeader: 5, keepalive: 30, idleConn: 90}\n"
+    )
+    assert config.max_request_body == 512 * 1024
+    assert config.request_body_timeout == 5.0
+    assert config.shutdown_timeout == 0.0
+    assert config.listen_backlog == 4096
+    assert config.cors_origins == ("http://localhost:3000", "*")
+    assert config.allowed_hosts == ("my.host",)
+    assert config.models["m"].connect_timeout is None
+    assert config.models["m"].response_header_timeout == 5.0
+    assert redacted(config)["models"]["m"]["timeouts"] == {"connect": 0, "responseHeader": 5.0}
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("maxRequestBodyMB: 0\n", "maxRequestBodyMB"),
+        ("listenBacklog: 0\n", "listenBacklog"),
+        ("shutdownTimeout: -1\n", "shutdownTimeout"),
+        ("cors: {origin: ['*']}\n", "cors.origin"),
+        ("allowedHosts: host\n", "allowedHosts"),
+    ],
+)
+def test_hardening_keys_are_checked(text: str, where: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        loads(text + "models:\n  m:\n    cmd: srv\n    proxy: http://127.0.0.1:1\n")
+    assert [p.key for p in caught.value.problems] == [where]
+    assert caught.value.problems[0].line == 1
+
+
+def test_model_timeouts_are_checked() -> None:
+    with pytest.raises(ConfigError) as caught:
+        loads("models:\n  m:\n    cmd: srv\n    timeouts:\n      responseHeadr: 5\n")
+    (problem,) = caught.value.problems
+    assert problem.key == "models.m.timeouts.responseHeadr"
+    assert "responseHeader" in problem.message
+    assert problem.line == 5
+
+
+def test_with_port_rebuilds_the_model_for_another_port() -> None:
+    config = loads(
+        "macros:\n  p: '--port ${PORT}'\n"
+        "models:\n  m:\n    cmd: srv ${p}\n    env: ['MY_PORT=${PORT}']\n"
+        "    checkEndpoint: /health?p=${PORT}\n"
+    )
+    model = config.models["m"]
+    assert model.with_port is not None and model.port is not None
+    other = model.with_port(model.port + 7)
+    assert other.port == model.port + 7
+    assert other.cmd == ("srv", "--port", str(model.port + 7))
+    assert other.proxy == f"http://127.0.0.1:{model.port + 7}"
+    assert other.env["MY_PORT"] == str(model.port + 7)
+    assert other.check_endpoint == f"/health?p={model.port + 7}"
+    assert other.aliases == model.aliases and other.ttl == model.ttl
+
+
+def test_a_model_without_port_has_no_with_port() -> None:
+    config = loads("models:\n  m:\n    cmd: srv\n    proxy: http://127.0.0.1:9\n")
+    assert config.models["m"].with_port is None

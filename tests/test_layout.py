@@ -1,9 +1,8 @@
-"""The data folders (`pipelines/`, `static_ui/`, `config/`) live at the top level and are found in an
-editable checkout, an installed wheel and the zipapp (the zipapp in test_zipapp.py)."""
+"""The data folders (`pipelines/`, `static_ui/`, `config/`) live at the top level and are found
+in an editable checkout, an installed wheel and the zipapp (the zipapp in test_zipapp.py)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import zipfile
 from pathlib import Path

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from trioswap.errors import ConfigError, ConfigProblem
+from trioswap.redact import MASK, redact_env, shown_command
 from trioswap.yamlnodes import Node, YamlError, parse
 
 PORT_SPAN = 1000
+MIB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warn", "error")
 TRUNCATION_MODES = ("off", "limit_only", "always", "llm_assisted")
 SECRET_KEYS = ("apiKeys",)
@@ -56,6 +58,11 @@ class ModelConfig:
     concurrency_limit: int = 0
     truncation_mode: str | None = None
     send_loading_state: bool = False
+    # timeouts.connect / timeouts.responseHeader, in seconds; None = no bound.
+    connect_timeout: float | None = 30.0
+    response_header_timeout: float | None = 600.0
+    # The same model with `${PORT}` set to another port (for a start whose port is taken).
+    with_port: Callable[[int], ModelConfig] | None = field(default=None, compare=False, repr=False)
 
     def stop_command(self, pid: int) -> tuple[str, ...] | None:
         if self.cmd_stop is None:
@@ -88,6 +95,12 @@ class Config:
     api_keys: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
     send_loading_state: bool = False
+    max_request_body: int = 256 * MIB
+    request_body_timeout: float = 60.0
+    shutdown_timeout: float = 10.0
+    listen_backlog: int = 1024
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def resolve(self, name: str) -> str | None:
@@ -138,7 +151,13 @@ def redacted(config: Config) -> dict[str, Any]:
         "drainTimeout": config.drain_timeout,
         "includeAliasesInList": config.include_aliases_in_list,
         "sendLoadingState": config.send_loading_state,
-        "apiKeys": ["***"] * len(config.api_keys),
+        "apiKeys": [MASK] * len(config.api_keys),
+        "maxRequestBodyMB": config.max_request_body / MIB,
+        "requestBodyTimeout": config.request_body_timeout,
+        "shutdownTimeout": config.shutdown_timeout,
+        "listenBacklog": config.listen_backlog,
+        "cors": {"origins": list(config.cors_origins)},
+        "allowedHosts": list(config.allowed_hosts),
         "hooks": {"on_startup": {"preload": list(config.preload)}},
         "groups": {
             g.id: {
@@ -155,17 +174,21 @@ def redacted(config: Config) -> dict[str, Any]:
 
 def _model_data(m: ModelConfig) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "cmd": shlex.join(_redact_args(m.cmd)),
+        "cmd": shown_command(m.cmd),
         "proxy": m.proxy,
         "checkEndpoint": m.check_endpoint or "none",
         "ttl": m.ttl,
         "unloadTimeout": m.unload_timeout,
+        "timeouts": {
+            "connect": m.connect_timeout or 0,
+            "responseHeader": m.response_header_timeout or 0,
+        },
     }
     optional: dict[str, Any] = {
         "port": m.port,
-        "cmdStop": shlex.join(_redact_args(m.cmd_stop)) if m.cmd_stop else None,
+        "cmdStop": shown_command(m.cmd_stop) if m.cmd_stop else None,
         "aliases": list(m.aliases),
-        "env": {k: "***" if _looks_secret(k) else v for k, v in m.env.items()},
+        "env": redact_env(m.env),
         "unlisted": m.unlisted,
         "useModelName": m.use_model_name,
         "name": m.name,
@@ -187,27 +210,6 @@ def _model_data(m: ModelConfig) -> dict[str, Any]:
     return data
 
 
-def _looks_secret(name: str) -> bool:
-    upper = name.upper()
-    return any(word in upper for word in ("KEY", "TOKEN", "SECRET", "PASSW", "AUTH", "CREDENTIAL"))
-
-
-def _redact_args(args: tuple[str, ...]) -> list[str]:
-    """`--api-key X` and `--api-key=X` print as `***`."""
-    out: list[str] = []
-    previous = ""
-    for arg in args:
-        flag, eq, _ = arg.partition("=")
-        if eq and flag.startswith("-") and _looks_secret(flag):
-            out.append(f"{flag}=***")
-        elif previous.startswith("-") and "=" not in previous and _looks_secret(previous):
-            out.append("***")
-        else:
-            out.append(arg)
-        previous = arg
-    return out
-
-
 _TOP_KEYS = (
     "healthCheckTimeout",
     "startPort",
@@ -221,6 +223,12 @@ _TOP_KEYS = (
     "groups",
     "hooks",
     "sendLoadingState",
+    "maxRequestBodyMB",
+    "requestBodyTimeout",
+    "shutdownTimeout",
+    "listenBacklog",
+    "cors",
+    "allowedHosts",
     "models",
 )
 _MODEL_KEYS = (
@@ -242,7 +250,10 @@ _MODEL_KEYS = (
     "concurrencyLimit",
     "truncationMode",
     "sendLoadingState",
+    "timeouts",
 )
+# connect and responseHeader are used; llama-swap's other three are accepted and validated.
+_TIMEOUT_KEYS = ("connect", "responseHeader", "keepalive", "tlsHandshake", "idleConn")
 _GROUP_KEYS = ("swap", "exclusive", "persistent", "members")
 
 
@@ -439,6 +450,23 @@ class _Reader:
             top, "includeAliasesInList", "includeAliasesInList", (bool,), False
         )
         send_loading = self.scalar(top, "sendLoadingState", "sendLoadingState", (bool,), False)
+        max_body_mb = self.scalar(
+            top, "maxRequestBodyMB", "maxRequestBodyMB", (float,), 256.0, _at_least(0.001)
+        )
+        body_timeout = self.scalar(
+            top, "requestBodyTimeout", "requestBodyTimeout", (float,), 60.0, positive
+        )
+        shutdown_timeout = self.scalar(
+            top, "shutdownTimeout", "shutdownTimeout", (float,), 10.0, _at_least(0)
+        )
+        backlog = self.scalar(top, "listenBacklog", "listenBacklog", (int,), 1024, _at_least(1))
+        cors = self.mapping(top.get("cors"), "cors", ("origins",))
+        cors_origins = tuple(
+            origin.rstrip("/") for origin, _ in self.string_list(cors, "origins", "cors.origins")
+        )
+        allowed_hosts = tuple(
+            host.lower() for host, _ in self.string_list(top, "allowedHosts", "allowedHosts")
+        )
         global_macros = self.read_macros(top.get("macros"), "macros")
         key_entries = self.string_list(top, "apiKeys", "apiKeys")
         api_keys = tuple(
@@ -488,6 +516,12 @@ class _Reader:
             api_keys=api_keys,
             preload=preload,
             send_loading_state=send_loading,
+            max_request_body=int(max_body_mb * MIB),
+            request_body_timeout=body_timeout,
+            shutdown_timeout=shutdown_timeout,
+            listen_backlog=backlog,
+            cors_origins=cors_origins,
+            allowed_hosts=allowed_hosts,
         )
 
     def read_model(
@@ -568,6 +602,26 @@ class _Reader:
             k: self.expand_node(v, macros, f"{key}.metadata.{k}") for k, v in metadata.items()
         }
         filters = self.read_filters(m.get("filters"), macros, f"{key}.filters")
+        timeouts = self.mapping(m.get("timeouts"), f"{key}.timeouts", _TIMEOUT_KEYS)
+        limits = {
+            name: self.scalar(
+                timeouts, name, f"{key}.timeouts.{name}", (float,), default, _at_least(0)
+            )
+            for name, default in (("connect", 30.0), ("responseHeader", 600.0))
+        }
+        for name in _TIMEOUT_KEYS[2:]:
+            self.scalar(timeouts, name, f"{key}.timeouts.{name}", (float,), 0.0, _at_least(0))
+        with_port = None
+        if port is not None:
+            again = (model_id, node, global_macros)
+            rest = (default_unload_timeout, global_ttl, default_send_loading)
+            filename, environ = self.filename, self.environ
+
+            def with_port(other: int) -> ModelConfig:
+                model = _Reader(filename, environ).read_model(*again, other, *rest)
+                assert model is not None  # it was read without problems with another port
+                return model
+
         truncation = m.get("truncationMode")
         if truncation is not None and truncation.value is False:
             m["truncationMode"] = Node("off", truncation.line)  # YAML 1.1 reads a bare off as false
@@ -602,6 +656,10 @@ class _Reader:
             send_loading_state=self.scalar(
                 m, "sendLoadingState", f"{key}.sendLoadingState", (bool,), default_send_loading
             ),
+            # 0 means no bound, as in llama-swap.
+            connect_timeout=limits["connect"] or None,
+            response_header_timeout=limits["responseHeader"] or None,
+            with_port=with_port,
         )
 
     def command(
