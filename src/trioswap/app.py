@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -40,7 +42,17 @@ def setup_logging(level: str, logs: LogHub) -> None:
         root.addHandler(handler)
 
 
-def bind_listener(listen: str) -> socket.socket:
+def raise_open_file_limit() -> None:
+    """Every proxied request holds two sockets; allow as many as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def bind_listener(listen: str, backlog: int) -> socket.socket:
     """Bind HOST:PORT ourselves, so a bad address is one clear error before anything starts."""
     host, sep, port_text = listen.rpartition(":")
     if not sep or not port_text.isdigit():
@@ -53,11 +65,19 @@ def bind_listener(listen: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
-        sock.listen(1024)
+        sock.listen(backlog)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def is_loopback(sock: socket.socket) -> bool:
+    host = sock.getsockname()[0]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def run(
@@ -72,6 +92,8 @@ async def run(
     hypercorn_config.accesslog = None
     hypercorn_config.errorlog = logging.getLogger("trioswap.http")
     hypercorn_config.keep_alive_timeout = 75
+    # hypercorn calls listen() again on the socket it is given, with this backlog.
+    hypercorn_config.backlog = config.listen_backlog
     # Proxied responses carry the model server's own Server header.
     hypercorn_config.include_server_header = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

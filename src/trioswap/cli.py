@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import sys
@@ -92,11 +93,11 @@ def _with_log_level(config: Config, level: str) -> Config:
 
 async def _serve(config: Config, listen: str, demo: bool) -> int:
     # Imported here so `trioswap validate` and `--version` don't pay for the web stack.
-    from trioswap.app import bind_listener, run, setup_logging
+    from trioswap.app import bind_listener, is_loopback, raise_open_file_limit, run, setup_logging
     from trioswap.observe.logs import LogHub
 
     try:
-        listener = bind_listener(listen)
+        listener = bind_listener(listen, config.listen_backlog)
     except (OSError, ValueError) as exc:
         print(
             f"trioswap: cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}",
@@ -105,6 +106,13 @@ async def _serve(config: Config, listen: str, demo: bool) -> int:
         return 1
     logs = LogHub()
     setup_logging(config.log_level, logs)
+    raise_open_file_limit()
+    if not config.api_keys and not is_loopback(listener):
+        logging.getLogger("trioswap").warning(
+            "listening on %s without apiKeys: anyone who can reach this address can use and "
+            "unload your models (set apiKeys, or listen on 127.0.0.1)",
+            listen,
+        )
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(run, config, listener, logs)
         url = binds[0]
