@@ -8,6 +8,8 @@
 - `RawClient`: a minimal blocking HTTP/1.1 client on a plain socket that timestamps every
   received byte range, for time-to-first-byte and per-event timing of SSE streams. It decodes
   chunked transfer encoding itself, so event boundaries are exact whatever the proxy's chunking.
+- `ResponseParser`: the same reading without the socket (sans-IO), for clients on an event loop:
+  feed it what each `recv()` returns, with the time it returned, and it fills in a `Timed`.
 """
 
 from __future__ import annotations
@@ -554,3 +556,117 @@ def pooled_gaps(samples: Sequence[Timed]) -> list[float]:
         gaps.extend(sample.gaps_ms())
     gaps.sort()
     return gaps
+
+
+class ResponseParser:
+    """An HTTP/1.1 response read incrementally, without I/O: for clients that do their own
+    reading (on trio or asyncio, thousands of connections at once), where `RawClient`'s blocking
+    socket does not fit. Give `feed()` every piece a `recv()` returned and the time it returned
+    (perf_counter); it fills in `timed` as `RawClient.request()` does (status, headers, first
+    byte, SSE event times, `saw_done`, `done`, and the body with `keep_body`) and returns True
+    once the response is complete. Call `eof()` when the peer closes the connection. Raises
+    `ProtocolError` on a malformed response or one cut short."""
+
+    def __init__(self, timed: Timed, *, keep_body: bool = False) -> None:
+        self.timed = timed
+        self.keep_body = keep_body
+        self.complete = False
+        self._buffer = b""
+        self._state = "head"  # head, size, data, data-end, trailer, length, close, done
+        self._remaining = 0
+        self._events: _EventSplitter | None = None
+        self._body: list[bytes] = []
+
+    def feed(self, data: bytes, now: float) -> bool:
+        if self.complete:
+            return True
+        if math.isnan(self.timed.first_byte) and data:
+            self.timed.first_byte = now
+        buffer = self._buffer + data if self._buffer else data
+        self._buffer = b""
+        pos = 0
+        while not self.complete:
+            state = self._state
+            if state == "head":
+                end = buffer.find(b"\r\n\r\n", pos)
+                if end < 0:
+                    break
+                self._head(buffer[pos:end], now)
+                pos = end + 4
+            elif state in ("size", "data-end", "trailer"):
+                end = buffer.find(b"\r\n", pos)
+                if end < 0:
+                    break
+                line = buffer[pos:end]
+                pos = end + 2
+                if state == "size":
+                    self._remaining = int(line.split(b";")[0].strip() or b"0", 16)
+                    self._state = "data" if self._remaining else "trailer"
+                elif state == "data-end":
+                    if line:
+                        raise ProtocolError(f"no CRLF after a chunk: {line[:40]!r}")
+                    self._state = "size"
+                elif not line:  # the empty line after the (normally absent) trailers
+                    self._finish(now)
+            elif state in ("data", "length"):
+                take = min(self._remaining, len(buffer) - pos)
+                if take <= 0:
+                    break
+                self._deliver(buffer[pos : pos + take], now)
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    if state == "data":
+                        self._state = "data-end"
+                    else:
+                        self._finish(now)
+            else:  # close-delimited body
+                if pos < len(buffer):
+                    self._deliver(buffer[pos:], now)
+                pos = len(buffer)
+                break
+        self._buffer = buffer[pos:]
+        return self.complete
+
+    def eof(self, now: float) -> bool:
+        """The peer closed the connection: completes a close-delimited body, else raises."""
+        if self._state == "close":
+            self._finish(now)
+        if not self.complete:
+            where = "before the response headers" if self._state == "head" else "inside the body"
+            raise ProtocolError(f"connection closed {where}")
+        return True
+
+    def _head(self, head: bytes, now: float) -> None:
+        timed = self.timed
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        match = re.match(r"HTTP/1\.[01] (\d{3})", status_line)
+        if match is None:
+            raise ProtocolError(f"bad status line {status_line!r}")
+        timed.status = int(match.group(1))
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            timed.headers[name.strip().lower()] = value.strip()
+        if timed.headers.get("content-type", "").startswith("text/event-stream"):
+            self._events = _EventSplitter(timed)
+        if timed.headers.get("transfer-encoding", "").lower() == "chunked":
+            self._state = "size"
+        elif "content-length" in timed.headers:
+            self._remaining = int(timed.headers["content-length"])
+            self._state = "length" if self._remaining else "done"
+            if not self._remaining:
+                self._finish(now)
+        else:
+            self._state = "close"
+
+    def _deliver(self, data: bytes, now: float) -> None:
+        if self._events is not None:
+            self._events.feed(data, now)
+        if self.keep_body:
+            self._body.append(data)
+
+    def _finish(self, now: float) -> None:
+        self._state = "done"
+        self.complete = True
+        self.timed.done = now
+        self.timed.body = b"".join(self._body)

@@ -8,8 +8,10 @@
     ├── TooManyRequests      a model's concurrencyLimit is reached
     ├── ShuttingDown         trioswap is stopping and takes no new work
     ├── BadRequest           the client's request cannot be understood
-    │   └── MethodNotAllowed
-    └── Unauthorized         apiKeys are set and the request carries none of them
+    │   ├── MethodNotAllowed
+    │   └── PayloadTooLarge  the body is over maxRequestBodyMB
+    ├── Unauthorized         apiKeys are set and the request carries none of them
+    └── Forbidden            a browser request from a site that may not call trioswap
 
 Foreign errors (httpcore, yaml, OSError from spawning) are translated into these at one
 boundary each.
@@ -86,6 +88,17 @@ class BadRequest(TrioswapError):
 class MethodNotAllowed(BadRequest):
     def __init__(self, method: str, path: str) -> None:
         super().__init__(f"{method} is not allowed on {path}")
+
+
+class PayloadTooLarge(BadRequest):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the request body is larger than {limit / (1024 * 1024):g} MB (maxRequestBodyMB)"
+        )
+
+
+class Forbidden(TrioswapError):
+    """A cross-site browser request, or a Host header trioswap does not answer to."""
 
 
 class Unauthorized(TrioswapError):

@@ -7,9 +7,11 @@ from enum import StrEnum
 
 from trioswap.errors import (
     BadRequest,
+    Forbidden,
     MethodNotAllowed,
     ModelNotFound,
     ModelStartError,
+    PayloadTooLarge,
     ShuttingDown,
     TooManyRequests,
     TrioswapError,
@@ -27,6 +29,8 @@ class Family(StrEnum):
 _MAPPING: dict[type[TrioswapError], tuple[int, str, str]] = {
     BadRequest: (400, "invalid_request_error", "invalid_request_error"),
     MethodNotAllowed: (405, "invalid_request_error", "invalid_request_error"),
+    PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
+    Forbidden: (403, "permission_error", "permission_error"),
     Unauthorized: (401, "authentication_error", "authentication_error"),
     ModelNotFound: (404, "invalid_request_error", "not_found_error"),
     TooManyRequests: (429, "rate_limit_error", "rate_limit_error"),
