@@ -580,20 +580,58 @@ def test_cancelled_request_for_a_queued_model_does_not_start_it() -> None:
     assert h.state("a") is READY
 
 
-def test_cancelled_swap_request_still_swaps_once_started() -> None:
-    """The operation for b began (a is waited for); b's requester leaving does not undo it."""
+def test_swap_whose_only_waiter_left_is_dropped_before_it_stops_anything() -> None:
+    """b's requester gave up while a still served: a is not stopped, b not started."""
     h = Harness(ABC)
     h.bring_up("a")
     held = h.req("a")
     rb = h.req("b")
-    h.take()
+    late = h.req("a")  # queued behind the swap
+    assert h.take() == [("grant", held, "a")]
     h.release(rb)
+    assert h.take() == [("grant", late, "a")]  # with the swap gone, a serves again
+    h.release(held)
+    h.release(late)
+    assert h.take() == []
+    assert [h.state(m) for m in ABC] == [READY, STOPPED, STOPPED]
+    assert h.sched.next_deadline() is None
+
+
+def test_swap_whose_only_waiter_left_with_drain_timeout_stops_nothing() -> None:
+    h = Harness(ABC, drain_timeout=2.0)
+    h.bring_up("a")
+    h.req("a")
+    rb = h.req("b", at=1.0)
+    h.take()
+    h.release(rb, at=1.5)
+    h.tick(at=10.0)
+    assert h.take() == []
+    assert h.state("a") is READY
+
+
+def test_swap_whose_waiters_left_after_its_stop_began_does_not_start_the_target() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    rb = h.req("b")
+    assert h.take() == [("stop", "a")]
+    h.release(rb)
+    h.stopped("a")
+    assert h.take() == []
+    assert [h.state(m) for m in ABC] == [STOPPED] * 3
+
+
+def test_swap_keeps_going_while_one_of_its_waiters_is_left() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    r1, r2 = h.req("b"), h.req("b")
+    h.take()
+    h.release(r1)
     h.release(held)
     assert h.take() == [("stop", "a")]
     h.stopped("a")
-    assert h.take() == [("start", "b")]
     h.started("b")
-    assert h.take() == []
+    assert h.take() == [("start", "b"), ("grant", r2, "b")]
 
 
 def test_cancelled_request_held_behind_a_swap_is_not_served() -> None:

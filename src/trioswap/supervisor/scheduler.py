@@ -263,6 +263,11 @@ class Scheduler:
         return _Operation(None, expired) if expired else None
 
     def _progress(self, op: _Operation, now: float) -> None:
+        if op.target is not None and not op.starting and not self._awaited(op.target):
+            # Everyone who wanted the target left: stop nothing more and start nothing (stops
+            # already under way finish).
+            op.target = None
+            op.evict = {m for m in op.evict if self._slots[m].state is ModelState.STOPPING}
         overdue = op.drain_deadline is not None and now >= op.drain_deadline
         for model in sorted(op.evict):
             slot = self._slots[model]
@@ -280,6 +285,9 @@ class Scheduler:
         op.starting = True
         self._set(op.target, ModelState.STARTING)
         self.effects.start(op.target)
+
+    def _awaited(self, model: str) -> bool:
+        return any(isinstance(p, _Pending) and p.model == model for p in self._queue)
 
     def _drop_pending(self, request: RequestId) -> None:
         for item in self._queue:
