@@ -21,6 +21,7 @@ from trioswap.pipeline.upstream import close_idle_connections, open_upstream_poo
 from trioswap.supervisor import Supervisor
 from trioswap.web.asgi import ProxyApp
 from trioswap.web.control import create_control_app
+from trioswap.web.guard import Guard
 
 log = logging.getLogger("trioswap")
 
@@ -88,6 +89,7 @@ async def run(
 ) -> None:
     """Serve until cancelled or until SIGINT/SIGTERM; then stop every model server."""
     hypercorn_config = HypercornConfig()
+    loopback = is_loopback(listener)
     hypercorn_config.bind = [f"fd://{listener.detach()}"]
     hypercorn_config.accesslog = None
     hypercorn_config.errorlog = logging.getLogger("trioswap.http")
@@ -108,7 +110,14 @@ async def run(
             supervisor = Supervisor(config, logs, before_stop)
             await nursery.start(supervisor.run)
             context = StageContext(config=config, supervisor=supervisor, upstream_pool=pool)
-            app = ProxyApp(load_routes(context), create_control_app(config, supervisor, logs))
+            routes = load_routes(context)
+            app = Guard(
+                ProxyApp(routes, create_control_app(config, supervisor, logs)),
+                routes,
+                loopback=loopback,
+                cors_origins=config.cors_origins,
+                allowed_hosts=config.allowed_hosts,
+            )
             binds = await nursery.start(serve, app, hypercorn_config)
             task_status.started(binds)
             async for signum in signals:
