@@ -316,6 +316,7 @@ class Responder:
             {
                 "method": scope["method"],
                 "path": scope["path"],
+                "raw_path": scope["raw_path"].decode("latin-1"),
                 "query": scope["query_string"].decode("latin-1"),
                 "headers": {
                     name.decode("latin-1"): value.decode("latin-1")
