@@ -54,6 +54,7 @@ _ALLOW_METHODS = b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 _EXPOSE_HEADERS = b"x-request-id, request-id, retry-after"
 PREFLIGHT_MAX_AGE = 600
 SHOWN_CHARS = 200
+HOSTS_SEEN_LIMIT = 32
 FORM_MESSAGE = (
     "control routes take no body but JSON (Content-Type: application/json); form and "
     "text/plain bodies are refused so that web pages cannot post them"
@@ -76,6 +77,8 @@ class Guard:
         hosts = frozenset(host.encode() for host in allowed_hosts)
         self._check_host = loopback or bool(hosts)
         self._hosts = _LOOPBACK_NAMES | hosts
+        # Host values seen and allowed, as sent (with port): one set lookup for the usual few.
+        self._hosts_seen: set[bytes] = set()
         self._any_origin = "*" in origins
         self._origins = frozenset(origin.encode() for origin in origins)
 
@@ -86,7 +89,7 @@ class Guard:
             return
         headers = dict(scope["headers"])
         host = headers.get(b"host")
-        if self._check_host and host and not self._host_allowed(host):
+        if self._check_host and host and host not in self._hosts_seen and not self._allowed(host):
             await self._refuse(scope, send, _host_message(host))
             return
         origin = headers.get(b"origin")
@@ -96,7 +99,7 @@ class Guard:
                     await send_preflight(send, self._allow_origin(origin), headers)
                     return
                 send = _with_cors(send, self._allow_origin(origin))
-        elif (origin is not None or b"sec-fetch-site" in headers) and not self._same_site(
+        elif (origin is not None or b"sec-fetch-site" in headers) and not self._first_party(
             scope, headers, origin, host
         ):
             await self._refuse(scope, send, _cross_site_message(origin))
@@ -104,29 +107,30 @@ class Guard:
         if (
             kind == "http"
             and scope["method"] in _UNSAFE_METHODS
-            and _form_like(headers)
             and self._routes.match(scope["path"]) is None
+            and _form_like(headers)
         ):
             await self._refuse(scope, send, FORM_MESSAGE)
             return
         await self._app(scope, receive, send)
 
-    def _host_allowed(self, host: bytes) -> bool:
-        host = host.lower()
-        if host in self._hosts:
-            return True
-        parts = _HOST.fullmatch(host)
-        if parts is None:
-            return False
-        name = parts[1]
-        return (
-            name in self._hosts
-            or name.endswith(b".localhost")
-            or name[:1] == b"["
-            or _IPV4.fullmatch(name) is not None
+    def _allowed(self, host: bytes) -> bool:
+        lowered = host.lower()
+        parts = _HOST.fullmatch(lowered)
+        allowed = lowered in self._hosts or (
+            parts is not None
+            and (
+                parts[1] in self._hosts
+                or parts[1].endswith(b".localhost")
+                or parts[1][:1] == b"["
+                or _IPV4.fullmatch(parts[1]) is not None
+            )
         )
+        if allowed and len(self._hosts_seen) < HOSTS_SEEN_LIMIT:
+            self._hosts_seen.add(host)
+        return allowed
 
-    def _same_site(
+    def _first_party(
         self,
         scope: Scope,
         headers: dict[bytes, bytes],
