@@ -759,6 +759,8 @@ async def start_and_serve(opts: argparse.Namespace, app: Responder, stop: trio.E
     config.bind = [f"{host}:{opts.port}"]
     config.accesslog = None
     config.loglevel = "WARNING"
+    # Like llama-server's, not hypercorn's 100: a proxy opens hundreds of connections at once.
+    config.backlog = 1024
     app.ready_at = trio.current_time() + opts.loading_delay
     code = 0
     try:
