@@ -211,6 +211,29 @@ async def test_allowed_hosts_add_names(loopback: bool) -> None:
         assert_refused(outcome, "/running")
 
 
+async def test_hosts_are_remembered_exactly() -> None:
+    # One guard serves every request: what it remembers of allowed Hosts lets nothing else in.
+    reached: list[bytes] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["headers"][0][1] if scope["type"] == "http" else b"lifespan")
+
+    async def receive() -> Message:
+        raise AssertionError("not read")
+
+    async def send(message: Message) -> None:
+        pass
+
+    guard = Guard(app, ROUTES, loopback=True)
+    hosts = [f"127.0.0.1:{port}".encode() for port in range(100)]
+    for host in [*hosts, *hosts, b"evil.example", b"evil.example:1", b"localhost.evil"]:
+        scope = {"type": "http", "method": "GET", "path": "/running", "headers": [(b"host", host)]}
+        await guard(scope, receive, send)
+    assert reached == hosts + hosts
+    await guard({"type": "lifespan"}, receive, send)
+    assert reached[-1] == b"lifespan"
+
+
 # Rule 3: cross-site requests.
 
 

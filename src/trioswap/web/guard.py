@@ -8,13 +8,15 @@ browsers (curl, SDKs, agent CLIs, server-side frontends) send neither `Origin` n
 and pass untouched.
 
 Rules, in order:
-1. Host. On a loopback listener, or wherever `allowedHosts` is set, the Host header (port
-   ignored) must be `localhost`, `*.localhost`, an IP literal, or in `allowedHosts`. DNS
-   rebinding always arrives with the attacker's own name as Host; a browser never sends an IP
-   literal or `localhost` for someone else's page. No Host (HTTP/1.0) is not a browser: allowed.
+1. Host. On a loopback listener, or wherever `allowedHosts` is set, the Host header's name
+   must be `localhost`, `*.localhost`, an IP literal, or in `allowedHosts` (an entry with a port
+   matches that port only). DNS rebinding always arrives with the attacker's own name as Host;
+   a browser never sends an IP literal or `localhost` for someone else's page. No Host
+   (HTTP/1.0) is not a browser: allowed.
 2. Trusted origins. An `Origin` listed in `cors.origins` (or any, with `"*"`) is allowed; its
    preflights (`OPTIONS` + `Access-Control-Request-Method`) are answered here, before auth, and
-   its responses carry `Access-Control-Allow-Origin`. A preflight from any other origin is 403.
+   its responses carry `Access-Control-Allow-Origin` (never `-Allow-Credentials`). Browsers
+   preflight only cross-origin requests, so other origins' preflights fall to rule 3: 403.
 3. Cross-site. Otherwise, as Go's `http.CrossOriginProtection` decides: `Sec-Fetch-Site`, when
    sent, must be `same-origin` or `none` (typed by the user); without it, an `Origin` must name
    the Host the request was sent to (`null` never does). Unlike Go, this holds for every method,
