@@ -177,7 +177,7 @@ async def read_stream_until(
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(url.host, url.port)
         async with stream:
-            await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: test\r\n\r\n".encode())
+            await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n".encode())
             while not done(text):
                 chunk = await stream.receive_some(65536)
                 if not chunk:

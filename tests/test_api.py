@@ -336,7 +336,7 @@ async def test_connection_close_is_honoured_on_every_route(launch: LaunchFn) -> 
         stream = await trio.open_tcp_stream(url.host, url.port)
         async with stream:
             await stream.send_all(
-                f"{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n"
+                f"{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n"
                 f"content-length: {len(body)}\r\n\r\n".encode()
                 + body
             )
