@@ -184,7 +184,8 @@ async def test_client_disconnect_releases_the_lease(launch: LaunchFn) -> None:
     stream = await trio.open_tcp_stream(url.host, url.port)
     async with stream:
         await stream.send_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\n"
+            b"content-type: application/json\r\n"
             + f"content-length: {len(body)}\r\n\r\n".encode()
             + body
         )
