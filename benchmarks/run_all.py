@@ -1,14 +1,14 @@
 """Run every benchmark and regenerate benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run_all.py            # ~5 minutes on 2 cores
-    .venv/bin/python benchmarks/run_all.py --quick    # ~2.5 minutes, shorter runs, noisier
+    .venv/bin/python benchmarks/run_all.py            # ~7 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py --quick    # ~4 minutes, shorter runs, noisier
     .venv/bin/python benchmarks/run_all.py --only proxies,swap
 
-Each benchmark runs as its own process (overhead.py, proxies.py, swap.py, memory.py), one after
-the other, never two at once; their tables go to the terminal as they come and into RESULTS.md
-with the date, the machine, the exact commands and a summary of the targets (printed next to the
-numbers, never asserted: the exit status is 0 unless a benchmark fails). Ctrl-C or SIGTERM stops
-the running benchmark, which stops everything it started.
+Each benchmark runs as its own process (overhead.py, proxies.py, swap.py, memory.py,
+connections.py), one after the other, never two at once; their tables go to the terminal as they
+come and into RESULTS.md with the date, the machine, the exact commands and a summary of the
+targets (printed next to the numbers, never asserted: the exit status is 0 unless a benchmark
+fails). Ctrl-C or SIGTERM stops the running benchmark, which stops everything it started.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], str]] = {
         [],
         ["--rounds", "2", "--duration", "2"],
         "trioswap's resident memory, idle and after load",
+    ),
+    "connections": (
+        "connections.py",
+        [],
+        ["--no-llama-swap"],
+        "1000 concurrent streaming connections through a swap group, next to llama-swap",
     ),
 }
 
@@ -233,6 +239,8 @@ def render(
         out += ["", "```", o.stdout.rstrip(), "```"]
         if o.raw.get("litellm_missing"):
             out += ["", f"LiteLLM column missing: {o.raw['litellm_missing']}"]
+        if o.raw.get("llama_swap_missing"):
+            out += ["", f"llama-swap baseline missing: {o.raw['llama_swap_missing']}"]
     return "\n".join(out) + "\n"
 
 
