@@ -33,7 +33,14 @@ from trioswap.errors import (
     TrioswapError,
 )
 from trioswap.supervisor.eviction import GroupRules, evict_for
-from trioswap.supervisor.scheduler import ModelState, ModelStatus, RequestId, Scheduler
+from trioswap.supervisor.scheduler import (
+    ModelState,
+    RequestId,
+    Scheduler,
+    SlotStatus,
+    UnloadId,
+    UnloadResult,
+)
 
 STOPPED = ModelState.STOPPED
 STARTING = ModelState.STARTING
@@ -76,12 +83,14 @@ def config_yaml(
 
 class Recorder:
     """Records every effect. `take()` hands back (and forgets) the grant/fail/start/stop calls
-    since the last `take()`; fails appear as ("fail", request, error type)."""
+    since the last `take()`; fails appear as ("fail", request, error type). Answers to unloads
+    are kept apart, in `answers`."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.transitions: list[tuple[str, ModelState, ModelState]] = []
         self.errors: dict[RequestId, TrioswapError] = {}
+        self.answers: dict[UnloadId, UnloadResult] = {}
 
     def grant(self, request: RequestId, model: str) -> None:
         self.calls.append(("grant", request, model))
@@ -95,6 +104,10 @@ class Recorder:
 
     def stop(self, model: str) -> None:
         self.calls.append(("stop", model))
+
+    def unloaded(self, unload: UnloadId, result: UnloadResult) -> None:
+        assert unload not in self.answers, f"unload {unload} answered twice"
+        self.answers[unload] = result
 
     def transition(self, model: str, old: ModelState, new: ModelState) -> None:
         self.transitions.append((model, old, new))
@@ -148,14 +161,23 @@ class Harness:
     ) -> None:
         self.sched.on_exited(model, reason, self._at(at))
 
-    def unload(self, models: Iterable[str] | None = None, at: float | None = None) -> None:
-        self.sched.on_unload(models, self._at(at))
+    def unload(
+        self, models: Iterable[str] | None = None, at: float | None = None, force: bool = False
+    ) -> UnloadId:
+        uid = next(self._ids)
+        self.sched.on_unload(uid, models, self._at(at), force)
+        return uid
+
+    def answer(self, unload: UnloadId) -> tuple[list[str], list[str]] | None:
+        """What the unload stopped and cut, once it is answered."""
+        result = self.fx.answers.get(unload)
+        return None if result is None else (list(result.stopped), list(result.forced))
 
     def tick(self, at: float) -> None:
         self.sched.on_tick(self._at(at))
 
     # reads
-    def status(self, model: str) -> ModelStatus:
+    def status(self, model: str) -> SlotStatus:
         return self.sched.statuses()[model]
 
     def state(self, model: str) -> ModelState:
@@ -198,11 +220,11 @@ def test_request_for_a_stopped_model_starts_it() -> None:
     h = Harness(ABC)
     rid = h.req("a")
     assert h.take() == [("start", "a")]
-    assert h.status("a") == ModelStatus(STARTING, in_flight=0, waiting=1, last_error=None)
+    assert h.status("a") == SlotStatus(STARTING, in_flight=0, waiting=1, last_error=None)
     assert h.fx.transitions == [("a", STOPPED, STARTING)]
     h.started("a")
     assert h.take() == [("grant", rid, "a")]
-    assert h.status("a") == ModelStatus(READY, in_flight=1, waiting=0, last_error=None)
+    assert h.status("a") == SlotStatus(READY, in_flight=1, waiting=0, last_error=None)
     assert h.fx.transitions[-1] == ("a", STARTING, READY)
 
 
@@ -212,7 +234,7 @@ def test_requests_for_a_ready_model_are_granted_at_once(n: int) -> None:
     h.bring_up("a")
     rids = [h.req("a") for _ in range(n)]
     assert h.take() == [("grant", r, "a") for r in rids]
-    assert h.status("a") == ModelStatus(READY, in_flight=n, waiting=0, last_error=None)
+    assert h.status("a") == SlotStatus(READY, in_flight=n, waiting=0, last_error=None)
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 50])
@@ -273,7 +295,7 @@ def test_failed_start_fails_every_waiter_with_the_same_error(n: int) -> None:
     h.started("a", error)
     assert h.take() == [("fail", r, ModelStartError) for r in rids]
     assert all(h.fx.errors[r] is error for r in rids)
-    assert h.status("a") == ModelStatus(FAILED, in_flight=0, waiting=0, last_error=str(error))
+    assert h.status("a") == SlotStatus(FAILED, in_flight=0, waiting=0, last_error=str(error))
     assert h.fx.transitions[-1] == ("a", STARTING, FAILED)
 
 
@@ -460,7 +482,7 @@ def test_requests_for_the_model_being_swapped_out_queue_behind_the_swap() -> Non
     rb = h.req("b")
     late = [h.req("a") for _ in range(3)]
     assert h.take() == [("grant", held, "a")]  # the late ones wait though a is ready
-    assert h.status("a") == ModelStatus(READY, in_flight=1, waiting=3, last_error=None)
+    assert h.status("a") == SlotStatus(READY, in_flight=1, waiting=3, last_error=None)
     h.release(held)
     assert h.take() == [("stop", "a")]
     h.stopped("a")
@@ -499,7 +521,7 @@ def test_requests_arriving_during_a_stop_restart_the_model_afterwards() -> None:
     assert h.take() == [("stop", "a")]
     rid = h.req("a")
     assert h.take() == []
-    assert h.status("a") == ModelStatus(STOPPING, in_flight=0, waiting=1, last_error=None)
+    assert h.status("a") == SlotStatus(STOPPING, in_flight=0, waiting=1, last_error=None)
     h.stopped("a")
     assert h.take() == [("start", "a")]
     h.started("a")
@@ -537,7 +559,7 @@ def test_spurious_releases_change_nothing(extra: str) -> None:
         rejected = h.req("a")  # over the limit: fails at once
         h.release(rejected)
     h.take()
-    assert h.status("a") == ModelStatus(READY, in_flight=1, waiting=0, last_error=None)
+    assert h.status("a") == SlotStatus(READY, in_flight=1, waiting=0, last_error=None)
     h.release(keep)
     h.release(keep)
     assert h.status("a").in_flight == 0
@@ -560,10 +582,10 @@ def test_cancel_of_the_only_waiter_still_finishes_the_start() -> None:
     rid = h.req("a")
     h.take()
     h.release(rid)
-    assert h.status("a") == ModelStatus(STARTING, in_flight=0, waiting=0, last_error=None)
+    assert h.status("a") == SlotStatus(STARTING, in_flight=0, waiting=0, last_error=None)
     h.started("a")
     assert h.take() == []
-    assert h.status("a") == ModelStatus(READY, in_flight=0, waiting=0, last_error=None)
+    assert h.status("a") == SlotStatus(READY, in_flight=0, waiting=0, last_error=None)
 
 
 def test_cancelled_request_for_a_queued_model_does_not_start_it() -> None:
@@ -657,7 +679,7 @@ def test_exit_of_a_ready_model_marks_it_failed_and_the_next_request_restarts_it(
     h = Harness(ABC)
     h.bring_up("a")
     h.exited("a", "exited with code 139")
-    assert h.status("a") == ModelStatus(FAILED, 0, 0, "exited with code 139")
+    assert h.status("a") == SlotStatus(FAILED, 0, 0, "exited with code 139")
     assert h.fx.transitions[-1] == ("a", READY, FAILED)
     assert h.take() == []  # nothing is started until asked
     rid = h.req("a")
@@ -675,7 +697,7 @@ def test_in_flight_requests_of_a_dead_model_release_cleanly() -> None:
     assert h.status("a").in_flight == 2
     h.release(r1)
     h.release(r2)
-    assert h.status("a") == ModelStatus(FAILED, 0, 0, "exited with code 1")
+    assert h.status("a") == SlotStatus(FAILED, 0, 0, "exited with code 1")
     assert h.take() == [("grant", r1, "a"), ("grant", r2, "a")]
 
 
@@ -831,6 +853,129 @@ def test_unload_leaves_failed_models_alone() -> None:
     h.unload()
     assert h.take() == []
     assert h.state("a") is FAILED
+
+
+def test_unload_is_answered_when_its_models_are_stopped() -> None:
+    h = Harness(ABC, TOGETHER)
+    h.bring_up("a")
+    h.bring_up("b")
+    uid = h.unload()
+    h.stopped("a")
+    assert h.answer(uid) is None
+    h.stopped("b")
+    assert h.answer(uid) == (["a", "b"], [])
+
+
+@pytest.mark.parametrize("models", [["b"], None])
+def test_unload_with_nothing_to_stop_is_answered_at_once(models: list[str] | None) -> None:
+    h = Harness(ABC)
+    assert h.answer(h.unload(models)) == ([], [])
+    assert h.answer(h.unload(models, force=True)) == ([], [])
+
+
+def test_unload_cut_by_drain_timeout_says_which_models_it_forced() -> None:
+    h = Harness(ABC, TOGETHER, drain_timeout=1.0)
+    h.bring_up("a")
+    h.bring_up("b")
+    h.req("a")
+    uid = h.unload(at=0.5)
+    h.tick(at=1.5)
+    h.stopped("a")
+    h.stopped("b")
+    assert h.answer(uid) == (["a", "b"], ["a"])
+
+
+# -- forced unload ------------------------------------------------------------------------------
+
+
+def test_forced_unload_stops_a_busy_model_at_once() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    held = h.req("a")
+    h.take()
+    uid = h.unload(["a"], force=True)
+    assert h.take() == [("stop", "a")]
+    assert h.answer(uid) is None
+    h.stopped("a")
+    assert h.answer(uid) == (["a"], ["a"])
+    h.release(held)  # the cut request still hands its lease back
+    assert h.status("a") == SlotStatus(STOPPED, 0, 0, None)
+    assert h.take() == []
+
+
+def test_forced_unload_frees_a_swap_stuck_behind_a_hung_model() -> None:
+    """a hangs with a request in flight; b waits behind it, and so does a plain unload."""
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.req("a")
+    rb = h.req("b")
+    plain = h.unload(["a"])
+    h.take()
+    h.tick(at=1000.0)
+    assert h.take() == []
+    forced = h.unload(["a"], force=True)
+    assert h.take() == [("stop", "a")]
+    h.stopped("a")
+    assert h.answer(forced) == (["a"], ["a"])
+    assert h.take() == [("start", "b")]
+    h.started("b")
+    assert h.take() == [("grant", rb, "b")]
+    assert h.answer(plain) == ([], [])  # a was no longer running when its turn came
+
+
+def test_forced_unload_ends_a_plain_unload_waiting_for_the_same_model() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.req("a")
+    plain = h.unload()
+    forced = h.unload(force=True)
+    h.stopped("a")
+    assert h.answer(forced) == (["a"], ["a"])
+    assert h.answer(plain) == (["a"], [])
+
+
+def test_forced_unload_of_a_starting_model_stops_it_once_ready() -> None:
+    h = Harness(ABC)
+    rid = h.req("a")
+    uid = h.unload(force=True)
+    assert h.take() == [("start", "a")]
+    h.started("a")
+    assert h.take() == [("grant", rid, "a"), ("stop", "a")]
+    h.stopped("a")
+    assert h.answer(uid) == (["a"], ["a"])
+
+
+def test_forced_unload_leaves_models_it_does_not_name() -> None:
+    h = Harness(ABC, TOGETHER)
+    h.bring_up("a")
+    h.bring_up("b")
+    h.req("b")
+    h.take()
+    h.unload(["a"], force=True)
+    assert h.take() == [("stop", "a")]
+    assert h.state("b") is READY
+
+
+def test_start_waits_for_a_forced_stop_of_a_model_it_conflicts_with() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.unload(["a"], force=True)
+    assert h.take() == [("stop", "a")]
+    rb = h.req("b")
+    assert h.take() == []  # a is still alive
+    h.stopped("a")
+    h.started("b")
+    assert h.take() == [("start", "b"), ("grant", rb, "b")]
+
+
+def test_requests_during_a_forced_stop_restart_the_model_afterwards() -> None:
+    h = Harness(ABC)
+    h.bring_up("a")
+    h.unload(force=True)
+    rid = h.req("a")
+    h.stopped("a")
+    h.started("a")
+    assert h.take() == [("stop", "a"), ("start", "a"), ("grant", rid, "a")]
 
 
 # -- ttl ----------------------------------------------------------------------------------------
@@ -1085,7 +1230,7 @@ def test_request_for_an_unknown_model_fails_without_poisoning_the_queue() -> Non
 
 def test_statuses_cover_every_model() -> None:
     h = Harness(ABC)
-    assert h.sched.statuses() == {m: ModelStatus(STOPPED, 0, 0, None) for m in ABC}
+    assert h.sched.statuses() == {m: SlotStatus(STOPPED, 0, 0, None) for m in ABC}
     h.req("a")
     h.req("b")
     h.req("b")
@@ -1162,6 +1307,10 @@ class World:
         self.idle_since: dict[str, float] = {}
         self.start_error: ModelStartError | None = None
         self.closed = False
+        # Models a forced unload may stop with requests in flight, until they are stopped.
+        self.force_named: set[str] = set()
+        self.unloads: dict[UnloadId, frozenset[str] | None] = {}  # asked for, not yet answered
+        self.answers: dict[UnloadId, UnloadResult] = {}
 
     @property
     def ready(self) -> set[str]:
@@ -1210,11 +1359,27 @@ class World:
 
     def stop(self, model: str) -> None:
         assert model in self.ready, f"stop of {model} which is not ready"
-        # Only a bounded drain may stop a model that still serves requests.
+        # Only a bounded drain or a forced unload may stop a model that still serves requests.
         if self.in_flight(model):
-            assert self.drain_timeout > 0, f"stop of {model} with requests in flight"
+            assert self.drain_timeout > 0 or model in self.force_named, (
+                f"stop of {model} with requests in flight"
+            )
             self.forced_stops += 1
         self.stopping.add(model)
+
+    def unloaded(self, unload: UnloadId, result: UnloadResult) -> None:
+        assert unload in self.unloads, f"answer to unknown or answered unload {unload}"
+        named = self.unloads.pop(unload)
+        self.answers[unload] = result
+        assert set(result.forced) <= set(result.stopped)
+        for model in result.stopped:
+            assert named is None or model in named, (unload, named, result)
+            assert model not in self.alive, f"unload {unload} answered before {model} stopped"
+
+    def gone(self, model: str) -> None:
+        """`model` has no process any more."""
+        self.alive.discard(model)
+        self.force_named.discard(model)
 
     def transition(self, model: str, old: ModelState, new: ModelState) -> None:
         assert self.state[model] is old, (model, self.state[model], old, new)
@@ -1271,7 +1436,7 @@ class Driver:
             w.start_error = None
             w.idle_since[model] = now
         else:
-            w.alive.remove(model)
+            w.gone(model)
             w.start_error = ModelStartError(model, "not healthy")
         self.sched.on_start_done(model, w.start_error, now)
         status = self.sched.statuses()[model]
@@ -1282,24 +1447,31 @@ class Driver:
 
     def finish_stop(self, model: str, dt: float = 0.0) -> None:
         self.world.stopping.remove(model)
-        self.world.alive.remove(model)
+        self.world.gone(model)
         self.sched.on_stop_done(model, self._time(dt))
 
     def crash(self, model: str) -> None:
         assert model in self.world.ready
-        self.world.alive.remove(model)
+        self.world.gone(model)
         self.sched.on_exited(model, "killed by signal 9", self.now)
         # failed, or already starting again for a request that was waiting on it
         assert self.sched.statuses()[model].state in (FAILED, STARTING)
 
-    def unload(self, models: Iterable[str] | None) -> None:
-        self.sched.on_unload(models, self.now)
+    def unload(self, models: Iterable[str] | None, force: bool = False) -> None:
+        w = self.world
+        uid = next(self._ids)
+        named = None if models is None else frozenset(models)
+        w.unloads[uid] = named
+        if force:
+            w.force_named |= w.alive if named is None else w.alive & named
+        self.sched.on_unload(uid, models, self.now, force)
 
     def tick(self, dt: float) -> None:
         self.sched.on_tick(self._time(dt))
 
     def shutdown(self) -> None:
         self.world.closed = True
+        self.world.unloads.clear()  # the router answers them: trioswap is shutting down
         self.sched.on_shutdown()
         assert all(s.waiting == 0 for s in self.sched.statuses().values())
 
@@ -1327,6 +1499,7 @@ class Driver:
                 assert outcome == [], rid
             else:
                 assert len(outcome) == 1, f"request {rid} for {w.model_of[rid]} was lost"
+        assert not w.unloads, f"unloads never answered: {w.unloads}"
         statuses = self.sched.statuses()
         assert all(s.waiting == 0 for s in statuses.values()), statuses
         assert all(s.in_flight == 0 for s in statuses.values()), statuses
@@ -1421,10 +1594,10 @@ class SchedulerMachine(RuleBasedStateMachine):
     def crash(self, data: st.DataObject) -> None:
         self.driver.crash(data.draw(st.sampled_from(sorted(self.world.ready)), label="model"))
 
-    @rule(data=st.data(), everything=st.booleans())
-    def unload(self, data: st.DataObject, everything: bool) -> None:
+    @rule(data=st.data(), everything=st.booleans(), force=st.booleans())
+    def unload(self, data: st.DataObject, everything: bool, force: bool) -> None:
         some = st.sets(st.sampled_from(self.driver.model_ids), max_size=2)
-        self.driver.unload(None if everything else data.draw(some, label="models"))
+        self.driver.unload(None if everything else data.draw(some, label="models"), force)
 
     @rule(dt=st.sampled_from([0.5, 2.0, 7.0]))
     def tick(self, dt: float) -> None:
@@ -1494,7 +1667,8 @@ def random_walk(driver: Driver, rng: random.Random, steps: int, shutdown_at: int
             driver.crash(rng.choice(sorted(w.ready)))
         elif event == "unload":
             everything = rng.random() < 0.4
-            driver.unload(None if everything else rng.sample(driver.model_ids, rng.randint(1, 2)))
+            models = None if everything else rng.sample(driver.model_ids, rng.randint(1, 2))
+            driver.unload(models, force=rng.random() < 0.3)
         elif event == "tick":
             driver.tick(dt or 1.0)
         driver.check()

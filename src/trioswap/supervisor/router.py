@@ -1,31 +1,49 @@
 """The one task that owns scheduling state.
 
-Everything that could change who runs — requests, releases, finished starts and stops, unexpected
-exits, unloads, ttl deadlines — arrives as a frozen event on one memory channel and is handed to the
-synchronous `Scheduler`. Slow work runs in tasks of the router's nursery and reports back as events.
+Everything that could change who runs — requests, releases, unloads, ttl deadlines, and what the
+owner task of each model server start reports (`Started`, `Healthy`, `Exited`) — arrives as a
+frozen event on one memory channel and is handed to the synchronous `Scheduler`. Slow work (a
+start's owner task, a stop's before-stop hook) runs in tasks and reports back as events.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import trio
 
-from trioswap.config import ModelConfig
+from trioswap.config import Config, ModelConfig
 from trioswap.errors import ModelStartError, ShuttingDown, TrioswapError
+from trioswap.redact import shown_command
 from trioswap.supervisor.eviction import GroupRules
-from trioswap.supervisor.process import ModelServer
-from trioswap.supervisor.scheduler import ModelState, ModelStatus, RequestId, Scheduler
+from trioswap.supervisor.process import (
+    Exited,
+    Healthy,
+    ModelServer,
+    ServerContext,
+    ServerEvent,
+    Started,
+)
+from trioswap.supervisor.scheduler import (
+    ModelState,
+    RequestId,
+    Scheduler,
+    UnloadId,
+    UnloadResult,
+)
 
 log = logging.getLogger("trioswap.supervisor")
 
 # Requests and releases are tiny and the router never blocks, so a short buffer is plenty; a
 # full buffer only makes senders wait their turn.
 EVENT_BUFFER = 256
+
+TransitionListener = Callable[[str, ModelState, ModelState], None]
+BeforeStop = Callable[[ModelConfig], Awaitable[None]]
 
 
 class Waiter:
@@ -36,6 +54,17 @@ class Waiter:
     def __init__(self) -> None:
         self.done = trio.Event()
         self.server: ModelServer | None = None
+        self.error: TrioswapError | None = None
+
+
+class UnloadReply:
+    """An unload's one-shot reply: what it did, or why it did not finish."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: UnloadResult | None = None
         self.error: TrioswapError | None = None
 
 
@@ -52,59 +81,117 @@ class Release:
 
 
 @dataclass(frozen=True)
-class StartDone:
-    model: str
-    error: ModelStartError | None
-
-
-@dataclass(frozen=True)
-class StopDone:
-    model: str
-
-
-@dataclass(frozen=True)
-class Exited:
-    model: str
-    reason: str
-    generation: int  # which start of the model this was, so a late event can't hit a restart
-
-
-@dataclass(frozen=True)
 class Unload:
+    id: UnloadId
     models: tuple[str, ...] | None
+    force: bool
+    reply: UnloadReply
 
 
-Event = Request | Release | StartDone | StopDone | Exited | Unload
-TransitionListener = Callable[[str, ModelState, ModelState], None]
+Event = Request | Release | Unload | ServerEvent
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A snapshot of one model, for `/running`, the UI and tests."""
+
+    state: ModelState
+    in_flight: int
+    waiting: int
+    last_error: str | None
+    pid: int | None  # the model server's, while it has one
+    proxy: str  # where it is (or would be) served: the port actually used
+    cmd: str  # its command line as started, shell-quoted, secrets masked
+
+
+@dataclass
+class _Run:
+    """The router's record of a model's current start, from `start` until `Exited`."""
+
+    server: ModelServer
+    pid: int | None = None
+    healthy: bool = False
+    stopping: bool = False
 
 
 class Router:
     def __init__(
         self,
-        servers: Mapping[str, ModelServer],
-        rules: GroupRules,
+        config: Config,
+        context: ServerContext,
         process_nursery: trio.Nursery,
         listeners: list[TransitionListener],
-        before_stop: Callable[[ModelConfig], Awaitable[None]],
-        drain_timeout: float,
+        before_stop: BeforeStop,
     ) -> None:
-        self._servers = servers
+        self._configs = config.models
+        self._context = context
         self._process_nursery = process_nursery
-        self._send, self._receive = trio.open_memory_channel[Event](EVENT_BUFFER)
-        self._waiters: dict[RequestId, Waiter] = {}
-        self._scheduler = Scheduler(
-            {m: s.config for m, s in servers.items()}, rules, self, drain_timeout
-        )
-        self._task_nursery: trio.Nursery
         self._listeners = listeners
         self._before_stop = before_stop
+        self._send, self._receive = trio.open_memory_channel[Event](EVENT_BUFFER)
+        self._scheduler = Scheduler(
+            config.models, GroupRules.from_config(config), self, config.drain_timeout
+        )
+        self._allocated = {m: c.port for m, c in config.models.items() if c.port is not None}
+        self._ids = itertools.count(1)
+        self._generations = itertools.count(1)
+        self._runs: dict[str, _Run] = {}
+        self._waiters: dict[RequestId, Waiter] = {}
+        self._unloads: dict[UnloadId, UnloadReply] = {}
+        self._task_nursery: trio.Nursery
 
-    @property
-    def events(self) -> trio.MemorySendChannel[Event]:
-        return self._send
+    # -- the public seam --------------------------------------------------------------------
+
+    async def acquire(self, model: str) -> tuple[RequestId, ModelServer]:
+        """Wait until `model` runs and may take one more request; release the id after."""
+        request = next(self._ids)
+        waiter = Waiter()
+        await self._post(Request(request, model, waiter))
+        try:
+            await waiter.done.wait()
+        except BaseException:
+            # Cancelled: hand back the grant if it came, so the model stays evictable.
+            await self.release(request)
+            raise
+        if waiter.error is not None:
+            # One failed start answers many waiters with the same error object: drop the
+            # traceback each time so it doesn't grow with every raise.
+            raise waiter.error.with_traceback(None)
+        assert waiter.server is not None
+        return request, waiter.server
+
+    async def release(self, request: RequestId) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await self._send.send(Release(request))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    async def unload(self, models: Iterable[str] | None, force: bool) -> UnloadResult:
+        reply = UnloadReply()
+        names = None if models is None else tuple(models)
+        await self._post(Unload(next(self._ids), names, force, reply))
+        await reply.done.wait()
+        if reply.error is not None:
+            raise reply.error
+        assert reply.result is not None
+        return reply.result
 
     def statuses(self) -> dict[str, ModelStatus]:
-        return self._scheduler.statuses()
+        out: dict[str, ModelStatus] = {}
+        for model, slot in self._scheduler.statuses().items():
+            run = self._runs.get(model)
+            config = self._configs[model] if run is None else run.server.config
+            out[model] = ModelStatus(
+                slot.state,
+                slot.in_flight,
+                slot.waiting,
+                slot.last_error,
+                None if run is None else run.pid,
+                config.proxy,
+                shown_command(config.cmd),
+            )
+        return out
 
     def state_of(self, model: str) -> ModelState:
         return self._scheduler.state_of(model)
@@ -123,10 +210,17 @@ class Router:
                     self._scheduler.on_tick(trio.current_time())
         finally:
             self._scheduler.on_shutdown()
-            for waiter in self._waiters.values():
-                waiter.error = ShuttingDown()
-                waiter.done.set()
+            for reply in [*self._waiters.values(), *self._unloads.values()]:
+                reply.error = ShuttingDown()
+                reply.done.set()
             self._waiters.clear()
+            self._unloads.clear()
+
+    async def _post(self, event: Request | Unload) -> None:
+        try:
+            await self._send.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ShuttingDown() from None
 
     def _dispatch(self, event: Event) -> None:
         now = trio.current_time()
@@ -138,21 +232,42 @@ class Router:
             case Release(id=rid):
                 self._waiters.pop(rid, None)
                 sched.on_release(rid, now)
-            case StartDone(model=model, error=error):
-                sched.on_start_done(model, error, now)
-            case StopDone(model=model):
-                sched.on_stop_done(model, now)
-            case Exited(model=model, reason=reason, generation=generation):
-                if generation == self._servers[model].generation:
-                    sched.on_exited(model, reason, now)
-            case Unload(models=models):
-                sched.on_unload(models, now)
+            case Unload(id=uid, models=models, force=force, reply=reply):
+                self._unloads[uid] = reply
+                sched.on_unload(uid, models, now, force)
+            case Started(model=model, generation=generation, pid=pid):
+                if (run := self._current(model, generation)) is not None:
+                    run.pid = pid
+            case Healthy(model=model, generation=generation):
+                if (run := self._current(model, generation)) is not None:
+                    run.healthy = True
+                    sched.on_start_done(model, None, now)
+            case Exited(model=model, generation=generation, reason=reason, log_tail=tail):
+                if (run := self._current(model, generation)) is not None:
+                    del self._runs[model]
+                    self._on_exited(run, reason, tail, now)
+
+    def _current(self, model: str, generation: int) -> _Run | None:
+        run = self._runs.get(model)
+        return run if run is not None and run.server.generation == generation else None
+
+    def _on_exited(self, run: _Run, reason: str, tail: tuple[str, ...], now: float) -> None:
+        model = run.server.config.id
+        if run.stopping:
+            self._scheduler.on_stop_done(model, now)
+        elif not run.healthy:
+            error = ModelStartError(model, reason, list(tail))
+            log.error("%s", error)
+            self._scheduler.on_start_done(model, error, now)
+        else:
+            log.warning("model %s: server %s", model, reason)
+            self._scheduler.on_exited(model, with_log_tail(reason, tail), now)
 
     # -- Effects, called by the scheduler --------------------------------------------------
 
     def grant(self, request: RequestId, model: str) -> None:
         waiter = self._waiters[request]
-        waiter.server = self._servers[model]
+        waiter.server = self._runs[model].server
         waiter.done.set()
 
     def fail(self, request: RequestId, error: TrioswapError) -> None:
@@ -161,37 +276,33 @@ class Router:
         waiter.done.set()
 
     def start(self, model: str) -> None:
-        self._task_nursery.start_soon(self._start, model)
+        # Not the ports of other models, nor those other servers were moved to.
+        avoid = {port for m, port in self._allocated.items() if m != model}
+        avoid.update(r.server.config.port for r in self._runs.values() if r.server.config.port)
+        server = ModelServer(self._configs[model], next(self._generations), self._context, avoid)
+        self._runs[model] = _Run(server)
+        self._process_nursery.start_soon(server.run, self._send.send)
 
     def stop(self, model: str) -> None:
-        self._task_nursery.start_soon(self._stop, model)
+        run = self._runs[model]
+        run.stopping = True
+        self._task_nursery.start_soon(self._stop, run.server)
+
+    def unloaded(self, unload: UnloadId, result: UnloadResult) -> None:
+        reply = self._unloads.pop(unload)
+        reply.result = result
+        reply.done.set()
 
     def transition(self, model: str, old: ModelState, new: ModelState) -> None:
         log.info("model %s: %s -> %s", model, old, new)
         for listener in self._listeners:
             listener(model, old, new)
 
-    async def _start(self, model: str) -> None:
-        server = self._servers[model]
-
-        generation = server.generation + 1
-
-        def exited(reason: str) -> None:
-            # The process task calls this from the supervisor's nursery; the router's own nursery
-            # is closed only at shutdown, when nobody needs to hear of the exit.
-            with contextlib.suppress(RuntimeError):
-                self._task_nursery.start_soon(self._send.send, Exited(model, reason, generation))
-
-        try:
-            await server.start(self._process_nursery, exited)
-        except ModelStartError as exc:
-            log.error("%s", exc)
-            await self._send.send(StartDone(model, exc))
-        else:
-            await self._send.send(StartDone(model, None))
-
-    async def _stop(self, model: str) -> None:
-        server = self._servers[model]
+    async def _stop(self, server: ModelServer) -> None:
         await self._before_stop(server.config)
-        await server.stop()
-        await self._send.send(StopDone(model))
+        server.stop()
+
+
+def with_log_tail(reason: str, tail: Iterable[str]) -> str:
+    lines = list(tail)
+    return reason + ("\nlast log lines:\n" + "\n".join(lines) if lines else "")

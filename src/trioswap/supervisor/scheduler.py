@@ -7,7 +7,11 @@ stopping) happens elsewhere and comes back as another call.
 One *operation* runs at a time: stop the models a target conflicts with (after their in-flight
 requests finish), then start the target — or, for an unload, only the stopping. While an operation
 waits to stop a model, new requests for that model queue behind it, so a swap is never starved.
-Pending requests are served in arrival order.
+An operation whose target nobody waits for any more is dropped. Pending requests are served in
+arrival order.
+
+A *forced* unload is no operation: it stops its models at once, in-flight requests or not, even
+while an operation waits for them (which is how a hung model is got rid of).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from trioswap.errors import (
 from trioswap.supervisor.eviction import GroupRules, evict_for
 
 RequestId = int
+UnloadId = int
 
 
 class ModelState(StrEnum):
@@ -44,6 +49,7 @@ class Effects(Protocol):
     def fail(self, request: RequestId, error: TrioswapError) -> None: ...
     def start(self, model: str) -> None: ...
     def stop(self, model: str) -> None: ...
+    def unloaded(self, unload: UnloadId, result: UnloadResult) -> None: ...
     def transition(self, model: str, old: ModelState, new: ModelState) -> None: ...
 
 
@@ -62,9 +68,23 @@ class _Pending:
     model: str
 
 
+@dataclass(frozen=True)
+class UnloadResult:
+    stopped: tuple[str, ...]  # the models it named that ran and are now stopped
+    forced: tuple[str, ...]  # those it stopped while they still had requests in flight
+
+
 @dataclass
 class _Unload:
+    id: UnloadId
     models: frozenset[str] | None  # None: every running model
+    force: bool = False
+    waiting: set[str] = field(default_factory=set)  # forced: what must be gone before the answer
+    stopped: set[str] = field(default_factory=set)
+    forced: set[str] = field(default_factory=set)
+
+    def names(self, model: str) -> bool:
+        return self.models is None or model in self.models
 
 
 @dataclass
@@ -74,10 +94,11 @@ class _Operation:
     starting: bool = False
     # After this, models still serving requests are stopped anyway (drainTimeout).
     drain_deadline: float | None = None
+    unload: _Unload | None = None  # the unload this operation carries out, to answer it
 
 
 @dataclass(frozen=True)
-class ModelStatus:
+class SlotStatus:
     state: ModelState
     in_flight: int
     waiting: int
@@ -94,6 +115,7 @@ class Scheduler:
     _queue: deque[_Pending | _Unload] = field(init=False, default_factory=deque)
     _granted: dict[RequestId, str] = field(init=False, default_factory=dict)
     _operation: _Operation | None = field(init=False, default=None)
+    _forced: list[_Unload] = field(init=False, default_factory=list)
     _closed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -140,8 +162,10 @@ class Scheduler:
 
     def on_stop_done(self, model: str, now: float) -> None:
         self._set(model, ModelState.STOPPED)
-        if self._operation is not None:
-            self._operation.evict.discard(model)
+        if (op := self._operation) is not None and model in op.evict:
+            op.evict.discard(model)
+            if op.unload is not None:
+                op.unload.stopped.add(model)
         self._advance(now)
 
     def on_exited(self, model: str, reason: str, now: float) -> None:
@@ -155,8 +179,20 @@ class Scheduler:
                 self._operation.evict.discard(model)
         self._advance(now)
 
-    def on_unload(self, models: Iterable[str] | None, now: float) -> None:
-        self._queue.append(_Unload(None if models is None else frozenset(models)))
+    def on_unload(
+        self, unload: UnloadId, models: Iterable[str] | None, now: float, force: bool = False
+    ) -> None:
+        """Stop `models` (None: every running one) once their requests are done (at most
+        drainTimeout), or at once with `force`; answered by `Effects.unloaded`."""
+        item = _Unload(unload, None if models is None else frozenset(models), force)
+        if force:
+            alive = (ModelState.STARTING, ModelState.READY, ModelState.STOPPING)
+            item.waiting = {
+                m for m, slot in self._slots.items() if item.names(m) and slot.state in alive
+            }
+            self._forced.append(item)
+        else:
+            self._queue.append(item)
         self._advance(now)
 
     def on_tick(self, now: float) -> None:
@@ -169,6 +205,10 @@ class Scheduler:
             if isinstance(item, _Pending):
                 self.effects.fail(item.request, ShuttingDown())
         self._queue.clear()
+        # Unloads are answered by whoever shuts the scheduler down.
+        self._forced.clear()
+        if self._operation is not None:
+            self._operation.unload = None
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -192,13 +232,13 @@ class Scheduler:
     def state_of(self, model: str) -> ModelState:
         return self._slots[model].state
 
-    def statuses(self) -> dict[str, ModelStatus]:
+    def statuses(self) -> dict[str, SlotStatus]:
         waiting: dict[str, int] = {}
         for item in self._queue:
             if isinstance(item, _Pending):
                 waiting[item.model] = waiting.get(item.model, 0) + 1
         return {
-            model_id: ModelStatus(
+            model_id: SlotStatus(
                 slot.state, slot.in_flight, waiting.get(model_id, 0), slot.last_error
             )
             for model_id, slot in self._slots.items()
@@ -211,6 +251,7 @@ class Scheduler:
         # next one may begin.
         while True:
             self._grant_ready()
+            self._force_stops()
             if self._operation is None:
                 self._operation = self._next_operation(now)
                 if self._operation is None:
@@ -237,8 +278,25 @@ class Scheduler:
             kept.append(item)
         self._queue = kept
 
+    def _force_stops(self) -> None:
+        """Stop what forced unloads name as soon as it is ready; answer them once it is gone."""
+        for item in list(self._forced):
+            for model in sorted(item.waiting):
+                slot = self._slots[model]
+                if slot.state is ModelState.READY:
+                    self._stop(model, item)
+                elif slot.state is ModelState.STOPPED:
+                    item.waiting.discard(model)
+                    item.stopped.add(model)
+                elif slot.state is ModelState.FAILED:
+                    item.waiting.discard(model)
+            if not item.waiting:
+                self._forced.remove(item)
+                self._answer(item)
+
     def _running(self) -> set[str]:
-        active = (ModelState.READY, ModelState.STARTING)
+        """Models with a process: what a start may conflict with, even while it is stopping."""
+        active = (ModelState.READY, ModelState.STARTING, ModelState.STOPPING)
         return {m for m, slot in self._slots.items() if slot.state in active}
 
     def _next_operation(self, now: float) -> _Operation | None:
@@ -248,7 +306,7 @@ class Scheduler:
                 self._queue.remove(item)
                 running = self._running()
                 evict = running if item.models is None else running & item.models
-                return _Operation(None, evict, drain_deadline=deadline)
+                return _Operation(None, evict, drain_deadline=deadline, unload=item)
             if self._slots[item.model].state in (ModelState.STOPPED, ModelState.FAILED):
                 evict = evict_for(item.model, self._running(), self.rules)
                 return _Operation(item.model, evict, drain_deadline=deadline)
@@ -275,16 +333,29 @@ class Scheduler:
                 op.evict.discard(model)
             elif slot.state is ModelState.READY and (slot.in_flight == 0 or overdue):
                 # Overdue, its remaining requests end with an error when the server goes.
-                self._set(model, ModelState.STOPPING)
-                self.effects.stop(model)
+                self._stop(model, op.unload)
         if op.evict or op.starting:
             return
         if op.target is None or self._closed:
             self._operation = None
+            if op.unload is not None:
+                self._answer(op.unload)
             return
         op.starting = True
         self._set(op.target, ModelState.STARTING)
         self.effects.start(op.target)
+
+    def _stop(self, model: str, unload: _Unload | None) -> None:
+        if unload is not None:
+            unload.stopped.add(model)
+            if self._slots[model].in_flight:
+                unload.forced.add(model)
+        self._set(model, ModelState.STOPPING)
+        self.effects.stop(model)
+
+    def _answer(self, unload: _Unload) -> None:
+        result = UnloadResult(tuple(sorted(unload.stopped)), tuple(sorted(unload.forced)))
+        self.effects.unloaded(unload.id, result)
 
     def _awaited(self, model: str) -> bool:
         return any(isinstance(p, _Pending) and p.model == model for p in self._queue)

@@ -75,7 +75,7 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
     async def running() -> dict[str, object]:
         out = []
         for model_id, status in supervisor.statuses().items():
-            if status.state is ModelState.STOPPED:
+            if status.state is ModelState.STOPPED and not status.waiting:
                 continue
             model = config.models[model_id]
             out.append(
@@ -84,29 +84,34 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
                     "state": status.state.value,
                     "in_flight": status.in_flight,
                     "waiting": status.waiting,
-                    "cmd": " ".join(model.cmd),
-                    "proxy": model.proxy,
+                    "cmd": status.cmd,
+                    "proxy": status.proxy,
                     "ttl": model.ttl,
                     "name": model.name or "",
                     "description": model.description or "",
-                    "pid": supervisor.servers[model_id].pid,
+                    "pid": status.pid,
                     "last_error": status.last_error,
                 }
             )
         return {"running": out}
 
+    async def unload(models: list[str] | None) -> dict[str, object]:
+        # Answered once the models are stopped: after their requests (drainTimeout bounds the
+        # wait), or at once with ?force=true, cutting them.
+        force = request.args.get("force", "false").lower() in ("", "1", "true", "yes")
+        result = await supervisor.unload(models, force=force)
+        return {"status": "ok", "stopped": list(result.stopped), "forced": list(result.forced)}
+
     @app.post("/models/unload")
     async def unload_all() -> dict[str, object]:
-        await supervisor.unload(None)
-        return {"status": "ok"}
+        return await unload(None)
 
     @app.post("/models/unload/<path:name>")
     async def unload_one(name: str) -> Response | dict[str, object]:
         model_id = config.resolve(name)
         if model_id is None:
             return error(ModelNotFound(name))
-        await supervisor.unload([model_id])
-        return {"status": "ok", "model": model_id}
+        return await unload([model_id])
 
     @app.get("/logs")
     async def all_logs() -> Response:

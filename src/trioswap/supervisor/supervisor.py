@@ -1,0 +1,79 @@
+"""`Supervisor`: the facade the rest of trioswap uses. `lease(model)` to use a model (starting it
+and evicting others as the group rules say), `unload()`, and `statuses()` snapshots."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import httpx
+import trio
+
+from trioswap.config import Config, ModelConfig
+from trioswap.errors import ShuttingDown
+from trioswap.observe.logs import LogHub
+from trioswap.supervisor.lease import Lease
+from trioswap.supervisor.process import ServerContext
+from trioswap.supervisor.router import BeforeStop, ModelStatus, Router, TransitionListener
+from trioswap.supervisor.scheduler import ModelState, UnloadResult
+
+log = logging.getLogger("trioswap.supervisor")
+
+
+async def _nothing_before_stop(model: ModelConfig) -> None:
+    pass
+
+
+class Supervisor:
+    def __init__(
+        self, config: Config, logs: LogHub, before_stop: BeforeStop = _nothing_before_stop
+    ) -> None:
+        self.config = config
+        self._logs = logs
+        self._before_stop = before_stop
+        self._router: Router | None = None
+        self.listeners: list[TransitionListener] = []
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own every model server until cancelled; cancelling stops them all."""
+        # No keep-alive for health probes: an idle connection left open to a model server makes
+        # some (llama-server) wait for it when they are stopped.
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)
+        async with (
+            httpx.AsyncClient(timeout=None, limits=no_keepalive) as health_client,
+            trio.open_nursery() as nursery,
+        ):
+            context = ServerContext(
+                self._logs, health_client, self.config.health_check_timeout, self.config.start_port
+            )
+            router = Router(self.config, context, nursery, self.listeners, self._before_stop)
+            await nursery.start(router.run)
+            self._router = router
+            for model in self.config.preload:
+                nursery.start_soon(self._preload, model)
+            task_status.started()
+
+    def lease(self, model: str) -> Lease:
+        return Lease(self._router, model)
+
+    async def unload(
+        self, models: Iterable[str] | None = None, force: bool = False
+    ) -> UnloadResult:
+        """Stop `models` (None: all) after their in-flight requests (at most drainTimeout), or
+        at once with `force`; returns when they are stopped."""
+        if self._router is None:
+            raise ShuttingDown()
+        return await self._router.unload(models, force)
+
+    def statuses(self) -> dict[str, ModelStatus]:
+        return {} if self._router is None else self._router.statuses()
+
+    def state_of(self, model: str) -> ModelState:
+        return ModelState.STOPPED if self._router is None else self._router.state_of(model)
+
+    async def _preload(self, model: str) -> None:
+        try:
+            async with self.lease(model):
+                log.info("model %s: preloaded", model)
+        except Exception as exc:
+            log.error("preloading model %s failed: %s", model, exc)

@@ -1,0 +1,234 @@
+"""The supervisor against a hostile world: squatted ports, hung servers, secrets on command lines,
+model servers that fork, and trioswap itself being killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import trio
+
+from tests.conftest import (
+    RESPONDER,
+    LaunchFn,
+    Trioswap,
+    kill_group,
+    pid_alive,
+    random_start_port,
+    wait_until,
+)
+from trioswap.config import loads
+
+
+def chat(model: str, **extra: object) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def pair_config(extra_a: str = "", top: str = "") -> str:
+    return f"""
+healthCheckTimeout: 20
+startPort: {random_start_port()}
+{top}
+models:
+  a:
+    cmd: {RESPONDER} --port ${{PORT}} --model-id a {extra_a}
+  b:
+    cmd: {RESPONDER} --port ${{PORT}} --model-id b
+groups:
+  pair:
+    swap: true
+    members: [a, b]
+"""
+
+
+def allocated_port(config_text: str, model: str) -> int:
+    port = loads(textwrap.dedent(config_text)).models[model].port
+    assert port is not None
+    return port
+
+
+async def running(ts: Trioswap) -> dict[str, dict[str, object]]:
+    return await ts.running()
+
+
+@pytest.fixture
+async def foreign() -> AsyncIterator[list[trio.Process]]:
+    """Servers that are not trioswap's, killed at teardown."""
+    processes: list[trio.Process] = []
+    try:
+        yield processes
+    finally:
+        with trio.CancelScope(shield=True):
+            for process in processes:
+                kill_group(process.pid)
+                await process.wait()
+
+
+async def start_foreign(processes: list[trio.Process], host: str, port: int) -> trio.Process:
+    process = await trio.lowlevel.open_process(
+        [*RESPONDER.split(), "--host", host, "--port", str(port), "--model-id", "foreign"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    processes.append(process)
+
+    async def answers() -> bool:
+        async with httpx.AsyncClient() as client:
+            try:
+                return (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+    await wait_until(answers)
+    return process
+
+
+# -- defect 3: a foreign server on a model's port -------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+async def test_a_taken_port_moves_the_start_to_a_free_one(
+    launch: LaunchFn, foreign: list[trio.Process], host: str
+) -> None:
+    config = pair_config()
+    port = allocated_port(config, "a")
+    squatter = await start_foreign(foreign, host, port)
+    ts = await launch(config)
+    async with ts.client() as client:
+        response = await client.post("/v1/chat/completions", json=chat("a"))
+        assert response.status_code == 200
+        assert response.headers["x-responder-model"] == "a"
+        proxy = str((await running(ts))["a"]["proxy"])
+        moved = httpx.URL(proxy).port
+        assert moved != port
+        start_port = loads(textwrap.dedent(config)).start_port
+        assert start_port <= moved < start_port + 1000
+        assert moved != allocated_port(config, "b")
+        assert ts.count_output(rf"WARNING model a: port {port} is in use; using {moved}") == 1
+        # The next start, with the port free again, uses the model's own port.
+        kill_group(squatter.pid)
+        await squatter.wait()
+        assert (await client.post("/models/unload")).status_code == 200
+        assert (await client.post("/v1/chat/completions", json=chat("a"))).status_code == 200
+        assert (await running(ts))["a"]["proxy"] == f"http://127.0.0.1:{port}"
+
+
+async def test_exit_of_a_ready_model_leaves_its_log_tail_in_last_error(launch: LaunchFn) -> None:
+    ts = await launch(pair_config("--crash-after-chunks 2"))
+    async with ts.client() as client:
+        await client.post("/v1/chat/completions", json=chat("a", stream=True))
+    await wait_until(lambda: _state_is(ts, "a", "failed"))
+    error = str((await running(ts))["a"]["last_error"])
+    assert "exited with code 3" in error
+    assert "responder: crashing after 2 chunks" in error
+
+
+async def _state_is(ts: Trioswap, model: str, state: str) -> bool:
+    return (await ts.states()).get(model) == state
+
+
+# -- defect 9: a hung model can be unloaded --------------------------------------------------------
+
+
+async def _stream_into(client: httpx.AsyncClient, model: str, out: list[str]) -> None:
+    async with client.stream("POST", "/v1/chat/completions", json=chat(model, stream=True)) as r:
+        async for line in r.aiter_lines():
+            out.append(line)
+
+
+async def _in_flight(ts: Trioswap, model: str) -> bool:
+    entry = (await running(ts)).get(model)
+    return entry is not None and entry["in_flight"] == 1
+
+
+@pytest.mark.parametrize("path", ["/models/unload/a?force=true", "/models/unload?force=true"])
+async def test_forced_unload_stops_a_hung_model_and_cuts_its_request(
+    launch: LaunchFn, path: str
+) -> None:
+    ts = await launch(pair_config("--tokens-per-second 5", top="unloadTimeout: 0.5"))
+    lines: list[str] = []
+    async with ts.client() as client, trio.open_nursery() as nursery:
+        nursery.start_soon(_stream_into, client, "a", lines)
+        await wait_until(lambda: any(line.startswith("data: ") for line in lines))
+        pid = (await running(ts))["a"]["pid"]
+        assert isinstance(pid, int)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # A request for b waits for a's request to finish, which never happens by itself.
+            b_status: list[int] = []
+
+            async def ask_b() -> None:
+                response = await client.post("/v1/chat/completions", json=chat("b"))
+                b_status.append(response.status_code)
+
+            nursery.start_soon(ask_b)
+            await wait_until(lambda: _waiting(ts, "b"))
+            response = await client.post(path)
+            assert response.status_code == 200
+            assert response.json() == {"status": "ok", "stopped": ["a"], "forced": ["a"]}
+            assert not pid_alive(pid)  # the answer came when the unload was done
+        finally:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: bool(b_status))
+    assert b_status == [200]
+    assert "[DONE]" not in "\n".join(lines)
+    assert '"error"' in [line for line in lines if line.startswith("data: ")][-1]
+
+
+async def _waiting(ts: Trioswap, model: str) -> bool:
+    entry = (await running(ts)).get(model)
+    return entry is not None and entry["waiting"] == 1
+
+
+async def test_unload_without_force_waits_for_drain_timeout(launch: LaunchFn) -> None:
+    ts = await launch(pair_config("--tokens-per-second 2", top="drainTimeout: 0.5"))
+    lines: list[str] = []
+    async with ts.client() as client, trio.open_nursery() as nursery:
+        nursery.start_soon(_stream_into, client, "a", lines)
+        await wait_until(lambda: _in_flight(ts, "a"))
+        started = trio.current_time()
+        response = await client.post("/models/unload/a")
+        assert trio.current_time() - started >= 0.4
+        assert response.json() == {"status": "ok", "stopped": ["a"], "forced": ["a"]}
+    assert await running(ts) == {}
+
+
+async def test_unload_of_idle_models_says_what_it_stopped(launch: LaunchFn) -> None:
+    ts = await launch(pair_config())
+    async with ts.client() as client:
+        assert (await client.post("/v1/chat/completions", json=chat("a"))).status_code == 200
+        response = await client.post("/models/unload")
+        assert response.json() == {"status": "ok", "stopped": ["a"], "forced": []}
+        assert await running(ts) == {}
+        response = await client.post("/models/unload/b")
+        assert response.json() == {"status": "ok", "stopped": [], "forced": []}
+
+
+# -- defect 13: secrets on a model's command line --------------------------------------------------
+
+
+async def test_running_and_logs_do_not_show_secrets_of_the_command_line(launch: LaunchFn) -> None:
+    config = f"""
+startPort: {random_start_port()}
+models:
+  m:
+    cmd: >-
+      sh -c 'exec {RESPONDER} --port "$0" --model-id m' ${{PORT}}
+      --api-key sekrit-value --tokens-per-second 7
+"""
+    ts = await launch(config)
+    async with ts.client() as client:
+        assert (await client.post("/v1/chat/completions", json=chat("m"))).status_code == 200
+        cmd = str((await running(ts))["m"]["cmd"])
+        logs = (await client.get("/logs")).text
+    assert "sekrit-value" not in cmd
+    assert "--api-key '***' --tokens-per-second 7" in cmd
+    assert "sekrit-value" not in logs
+    assert "--api-key '***'" in logs
