@@ -19,7 +19,7 @@ from trioswap.web.guard import PREFLIGHT_MAX_AGE, Guard
 
 
 def _pipeline(family: Family) -> Pipeline:
-    return Pipeline(family.value, family, frozenset({"POST"}), (), reads_body=True)
+    return Pipeline(family.value, family, frozenset({"POST"}), ())
 
 
 OPENAI, ANTHROPIC = _pipeline(Family.OPENAI), _pipeline(Family.ANTHROPIC)

@@ -8,6 +8,8 @@ import resource
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -20,10 +22,13 @@ from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.upstream import close_idle_connections, open_upstream_pool
 from trioswap.supervisor import Supervisor
 from trioswap.web.asgi import ProxyApp
-from trioswap.web.control import create_control_app
+from trioswap.web.control import create_control_app, require_key
 from trioswap.web.guard import Guard
 
 log = logging.getLogger("trioswap")
+
+# How long exchanges cut at shutdown get to send their error before everything is cancelled.
+CUT_GRACE = 2.0
 
 LOG_LEVELS = {
     "debug": logging.DEBUG,
@@ -87,7 +92,8 @@ async def run(
     logs: LogHub,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled or until SIGINT/SIGTERM; then stop every model server."""
+    """Serve until cancelled or until SIGINT/SIGTERM (see `shut_down`); then stop every model
+    server."""
     hypercorn_config = HypercornConfig()
     loopback = is_loopback(listener)
     hypercorn_config.bind = [f"fd://{listener.detach()}"]
@@ -98,6 +104,8 @@ async def run(
     hypercorn_config.backlog = config.listen_backlog
     # Proxied responses carry the model server's own Server header.
     hypercorn_config.include_server_header = False
+    # hypercorn cancels its connections this long after it stops accepting: not before we do.
+    hypercorn_config.graceful_timeout = config.shutdown_timeout + CUT_GRACE
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             open_upstream_pool() as pool,
@@ -111,16 +119,61 @@ async def run(
             await nursery.start(supervisor.run)
             context = StageContext(config=config, supervisor=supervisor, upstream_pool=pool)
             routes = load_routes(context)
+            control = require_key(create_control_app(config, supervisor, logs), config.api_keys)
+            proxy = ProxyApp(
+                routes,
+                control,
+                body_limit=config.max_request_body,
+                body_timeout=config.request_body_timeout,
+            )
             app = Guard(
-                ProxyApp(routes, create_control_app(config, supervisor, logs)),
+                proxy,
                 routes,
                 loopback=loopback,
                 cors_origins=config.cors_origins,
                 allowed_hosts=config.allowed_hosts,
             )
-            binds = await nursery.start(serve, app, hypercorn_config)
+            stop_accepting = trio.Event()
+            binds = await nursery.start(
+                partial(serve, app, hypercorn_config, shutdown_trigger=stop_accepting.wait)
+            )
             task_status.started(binds)
-            async for signum in signals:
-                log.info("received %s; stopping model servers", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+            await shut_down(signals, stop_accepting, proxy, config.shutdown_timeout)
+            log.info("stopping model servers")
+            nursery.cancel_scope.cancel()
+
+
+async def shut_down(
+    signals: AsyncIterator[int], stop_accepting: trio.Event, proxy: ProxyApp, grace: float
+) -> None:
+    """Return once SIGINT/SIGTERM has stopped the serving: the listener closes at once, requests
+    in flight get `grace` seconds (shutdownTimeout) to finish, and those still running then end
+    with an error in their API family. A second signal ends them at once."""
+    name = signal.Signals(await anext(signals)).name
+    in_flight = proxy.in_flight
+    log.info(
+        "received %s: accepting no more connections; %d requests in flight get up to %g s "
+        "(shutdownTimeout) to finish; %s again stops at once",
+        name,
+        len(in_flight),
+        grace,
+        name,
+    )
+    stop_accepting.set()
+    in_flight.close()
+    async with trio.open_nursery() as wait:
+
+        async def second_signal() -> None:
+            again = signal.Signals(await anext(signals)).name
+            log.info("received %s again: stopping at once", again)
+            wait.cancel_scope.cancel()
+
+        wait.start_soon(second_signal)
+        with trio.move_on_after(grace):
+            await in_flight.idle()
+        wait.cancel_scope.cancel()
+    if len(in_flight):
+        log.info("ending %d requests still in flight", len(in_flight))
+        in_flight.cut()
+        with trio.move_on_after(CUT_GRACE):
+            await in_flight.idle()

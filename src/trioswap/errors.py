@@ -4,22 +4,34 @@
     ├── ConfigError          the config is invalid; every problem with file:line and key
     ├── ModelNotFound        a request named a model the config does not know
     ├── ModelStartError      a model server exited or never became healthy; has its last log lines
-    ├── UpstreamError        talking to a running model server failed (connect, read, protocol)
+    ├── UpstreamError        talking to a running model server failed
+    │   ├── UpstreamConnectError   could not connect (refused, unreachable)
+    │   ├── UpstreamDisconnected   the connection broke (reset, closed)
+    │   ├── UpstreamProtocolError  not valid HTTP (or a request that cannot be forwarded)
+    │   └── UpstreamTimeout        timeouts.connect or timeouts.responseHeader passed
     ├── TooManyRequests      a model's concurrencyLimit is reached
     ├── ShuttingDown         trioswap is stopping and takes no new work
     ├── BadRequest           the client's request cannot be understood
     │   ├── MethodNotAllowed
-    │   └── PayloadTooLarge  the body is over maxRequestBodyMB
+    │   ├── PayloadTooLarge  the body is over maxRequestBodyMB
+    │   └── RequestTimeout   the body stalled for requestBodyTimeout
     ├── Unauthorized         apiKeys are set and the request carries none of them
-    └── Forbidden            a browser request from a site that may not call trioswap
+    ├── Forbidden            a browser request from a site that may not call trioswap
+    └── InternalError        a bug: an unexpected exception, logged with its request id
 
 Foreign errors (httpcore, yaml, OSError from spawning) are translated into these at one
-boundary each.
+boundary each. Text from outside (model names, paths, upstream answers) is clipped where it
+enters a message (`trioswap.clip`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from trioswap.clip import clip
+
+# An upstream's own error text is worth more room than a client's model name.
+UPSTREAM_DETAIL_CHARS = 2000
 
 
 class TrioswapError(Exception):
@@ -46,8 +58,8 @@ class ConfigError(TrioswapError):
 
 class ModelNotFound(TrioswapError):
     def __init__(self, model: str) -> None:
-        self.model = model
-        super().__init__(f"model {model!r} is not in the config (see GET /v1/models)")
+        self.model = clip(model)
+        super().__init__(f"model '{self.model}' is not in the config (see GET /v1/models)")
 
 
 class ModelStartError(TrioswapError):
@@ -64,8 +76,24 @@ class ModelStartError(TrioswapError):
 class UpstreamError(TrioswapError):
     def __init__(self, model: str, reason: str) -> None:
         self.model = model
-        self.reason = reason
-        super().__init__(f"upstream of model {model!r}: {reason}")
+        self.reason = clip(reason, UPSTREAM_DETAIL_CHARS)
+        super().__init__(f"upstream of model {model!r}: {self.reason}")
+
+
+class UpstreamConnectError(UpstreamError):
+    pass
+
+
+class UpstreamDisconnected(UpstreamError):
+    pass
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
 
 
 class TooManyRequests(TrioswapError):
@@ -87,13 +115,20 @@ class BadRequest(TrioswapError):
 
 class MethodNotAllowed(BadRequest):
     def __init__(self, method: str, path: str) -> None:
-        super().__init__(f"{method} is not allowed on {path}")
+        super().__init__(f"{clip(method)} is not allowed on {clip(path)}")
 
 
 class PayloadTooLarge(BadRequest):
     def __init__(self, limit: int) -> None:
         super().__init__(
             f"the request body is larger than {limit / (1024 * 1024):g} MB (maxRequestBodyMB)"
+        )
+
+
+class RequestTimeout(BadRequest):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            f"the request body stalled: nothing arrived for {timeout:g} s (requestBodyTimeout)"
         )
 
 
@@ -106,4 +141,12 @@ class Unauthorized(TrioswapError):
         super().__init__(
             "missing or invalid API key: send 'Authorization: Bearer <key>', 'x-api-key: <key>' "
             "or HTTP Basic auth with the key as password"
+        )
+
+
+class InternalError(TrioswapError):
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"trioswap failed unexpectedly (a bug); its log has the details under request id "
+            f"{request_id}"
         )

@@ -4,6 +4,10 @@ Sources: "proxy" (trioswap's own log), "upstream" (every model server's output, 
 with its model id) and one per model id. "all" is proxy and upstream together. A subscriber that
 falls behind loses lines rather than slowing the writers: logs must never back-pressure a model
 server's output pipe or the request path.
+
+Each ring holds at most `HISTORY_LINES` lines and `HISTORY_CHARS` characters, and a line longer
+than `LINE_CHARS` keeps only its head and tail, so that neither a chatty model server nor a
+client's giant model name echoed in an error can grow trioswap's memory.
 """
 
 from __future__ import annotations
@@ -16,34 +20,70 @@ from contextlib import contextmanager
 import trio
 
 HISTORY_LINES = 2000
+HISTORY_CHARS = 1 << 20
+LINE_CHARS = 8192
 SUBSCRIBER_BUFFER = 1024
 ALL = "all"
 PROXY = "proxy"
 UPSTREAM = "upstream"
 
 
+def bounded_line(line: str, limit: int = LINE_CHARS) -> str:
+    """`line`, or its head and tail when it is longer than `limit` (a traceback's end matters)."""
+    cut = len(line) - limit
+    if cut <= 0:
+        return line
+    half = limit // 2
+    return f"{line[:half]} … ({cut} characters cut) … {line[-half:]}"
+
+
+class _Ring:
+    __slots__ = ("_max_chars", "_max_lines", "chars", "lines")
+
+    def __init__(self, max_lines: int, max_chars: int) -> None:
+        self._max_lines = max_lines
+        self._max_chars = max_chars
+        self.lines: deque[str] = deque()
+        self.chars = 0
+
+    def append(self, line: str) -> None:
+        self.lines.append(line)
+        self.chars += len(line)
+        while len(self.lines) > self._max_lines or self.chars > self._max_chars:
+            self.chars -= len(self.lines.popleft())
+
+
 class LogHub:
-    def __init__(self, history_lines: int = HISTORY_LINES) -> None:
+    def __init__(
+        self,
+        history_lines: int = HISTORY_LINES,
+        history_chars: int = HISTORY_CHARS,
+        line_chars: int = LINE_CHARS,
+    ) -> None:
         self._history_lines = history_lines
-        self._history: dict[str, deque[str]] = {}
+        self._history_chars = history_chars
+        self._line_chars = line_chars
+        self._history: dict[str, _Ring] = {}
         self._subscribers: dict[str, set[trio.MemorySendChannel[str]]] = {}
 
     def write_model(self, model: str, line: str) -> None:
+        line = bounded_line(line, self._line_chars)
         self._put(model, line)
         tagged = f"[{model}] {line}"
         self._put(UPSTREAM, tagged)
         self._put(ALL, tagged)
 
     def write_proxy(self, line: str) -> None:
+        line = bounded_line(line, self._line_chars)
         self._put(PROXY, line)
         self._put(ALL, line)
 
     def history(self, source: str) -> list[str]:
-        return list(self._history.get(source, ()))
+        ring = self._history.get(source)
+        return list(ring.lines) if ring is not None else []
 
     def tail(self, source: str, lines: int) -> list[str]:
-        buffer = self._history.get(source, ())
-        return list(buffer)[-lines:] if lines else []
+        return self.history(source)[-lines:] if lines else []
 
     @contextmanager
     def subscribe(self, source: str) -> Iterator[trio.MemoryReceiveChannel[str]]:
@@ -57,10 +97,10 @@ class LogHub:
             send.close()
 
     def _put(self, source: str, line: str) -> None:
-        buffer = self._history.get(source)
-        if buffer is None:
-            buffer = self._history[source] = deque(maxlen=self._history_lines)
-        buffer.append(line)
+        ring = self._history.get(source)
+        if ring is None:
+            ring = self._history[source] = _Ring(self._history_lines, self._history_chars)
+        ring.append(line)
         for send in self._subscribers.get(source, ()):
             try:
                 send.send_nowait(line)

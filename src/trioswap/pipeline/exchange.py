@@ -1,64 +1,67 @@
 """The Exchange: one client request on its way through a pipeline's stages.
 
-It carries what stages learn (the parsed body, the resolved model, the leased server) and the
-`ClientSink` through which exactly one response goes back. It never imports a web framework.
+It carries what stages learn (the body once read, the resolved model, the leased server), the
+request body as it arrives, and the `Sink` through which exactly one response goes back. It never
+imports a web framework.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trioswap.protocols.errors import Family
+from trioswap.pipeline.sink import Sink
+from trioswap.protocols.errors import Family, Headers
 from trioswap.supervisor import ModelServer
 
-Headers = list[tuple[bytes, bytes]]
 
+class RequestBody(Protocol):
+    """The client's request body as it arrives, at most `maxRequestBodyMB` of it, and dropped
+    when it stalls for `requestBodyTimeout` (PayloadTooLarge, RequestTimeout)."""
 
-class ClientSink(Protocol):
-    """Where the response goes: a status line and headers once, then body chunks."""
+    # Whether the client sent a body at all (a Content-Length or a Transfer-Encoding).
+    present: bool
+    # How the body is framed when passed on as it comes: as the client framed it.
+    framing: Headers
 
-    async def start(self, status: int, headers: Headers) -> None: ...
-    async def body(self, chunk: bytes, more: bool) -> None: ...
+    def check(self) -> None:
+        """Refuse a body whose Content-Length declares more than the limit, unread."""
+
+    async def read(self) -> bytes:
+        """The whole body."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
 
 
 @dataclass(slots=True, eq=False)
 class Exchange:
     method: str
+    # The path as routed (percent-decoded), and as the client sent it.
     path: str
+    raw_path: bytes
     query: bytes
     headers: Headers
-    family: Family
-    sink: ClientSink
+    sink: Sink
     stack: AsyncExitStack
-    body: bytes = b""
-    # Set instead of `body` when the pipeline passes the request body on without reading it.
-    body_stream: AsyncIterable[bytes] | None = None
+    request_body: RequestBody
+    # Set by `read_body`; None while the body is still unread (and then passed on as it comes).
+    body: bytes | None = None
     json: dict[str, Any] | None = None
     body_changed: bool = False
     model_name: str | None = None
     model_id: str | None = None
-    upstream_path: str = ""
+    # The path sent to the model server (bytes as they will go on the wire, before the query).
+    upstream_path: bytes = b""
     server: ModelServer | None = None
-    response_started: bool = False
-    event_stream: bool = False
+
+    @property
+    def family(self) -> Family:
+        return self.sink.family
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
             if key == name:
                 return value
         return None
-
-    async def respond(self, status: int, body: bytes, headers: Headers | None = None) -> None:
-        """A whole response at once (errors, locally answered requests)."""
-        all_headers: Headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if headers:
-            all_headers.extend(headers)
-        self.response_started = True
-        await self.sink.start(status, all_headers)
-        await self.sink.body(body, False)

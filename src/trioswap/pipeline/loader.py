@@ -15,6 +15,7 @@ import yaml
 from trioswap.assets import data_folder
 from trioswap.pipeline.stage import Stage, StageContext
 from trioswap.pipeline.stages.auth import Auth
+from trioswap.pipeline.stages.body import LimitBody, ReadBody
 from trioswap.pipeline.stages.filters import Filters
 from trioswap.pipeline.stages.resolve import Resolve, ResolvePath
 from trioswap.pipeline.stages.stream import Stream
@@ -23,6 +24,8 @@ from trioswap.protocols.errors import Family
 
 STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "auth": Auth,
+    "read_body": ReadBody,
+    "limit_body": LimitBody,
     "resolve": Resolve,
     "resolve_path": ResolvePath,
     "filters": Filters,
@@ -37,7 +40,6 @@ class Pipeline:
     family: Family
     methods: frozenset[str]
     stages: tuple[Stage, ...]
-    reads_body: bool
 
 
 @dataclass(frozen=True)
@@ -81,5 +83,4 @@ def _build(route: dict[str, Any], context: StageContext) -> Pipeline:
         family=Family(route.get("family", "openai")),
         methods=frozenset(route.get("methods", ("POST",))),
         stages=tuple(STAGES[s](context) for s in route["stages"]),
-        reads_body=route.get("reads_body", True),
     )

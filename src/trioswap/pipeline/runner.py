@@ -1,14 +1,19 @@
-"""Runs an Exchange through a pipeline and turns trioswap errors into responses."""
+"""Runs an Exchange through a pipeline, and turns every error into what the client can still be
+told (the sink decides what that is). Each error gets a request id, in the log line and in the
+answer; an exception that is not a `TrioswapError` is a bug: logged once with its traceback,
+answered as a 500 that shows no traceback."""
 
 from __future__ import annotations
 
 import logging
 
-from trioswap.errors import TrioswapError, Unauthorized
+import trio
+
+from trioswap.clip import clip
+from trioswap.errors import InternalError, TrioswapError
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.loader import Pipeline
-from trioswap.pipeline.stages.auth import CHALLENGE
-from trioswap.protocols.errors import error_bytes, status_of, stream_error_event
+from trioswap.protocols.errors import new_request_id, status_of
 
 log = logging.getLogger("trioswap.proxy")
 
@@ -19,21 +24,29 @@ async def run_pipeline(pipeline: Pipeline, exchange: Exchange) -> None:
             for stage in pipeline.stages:
                 if await stage(exchange):
                     return
-    except TrioswapError as error:
+    except Exception as error:
         await deliver_error(exchange, error)
 
 
-async def deliver_error(exchange: Exchange, error: TrioswapError) -> None:
-    status = status_of(error)
-    level = logging.WARNING if status >= 500 else logging.INFO
-    log.log(level, "%s %s -> %d: %s", exchange.method, exchange.path, status, error)
-    if not exchange.response_started:
-        headers = CHALLENGE if isinstance(error, Unauthorized) else None
-        await exchange.respond(status, error_bytes(exchange.family, error), headers)
-    elif exchange.event_stream:
-        await exchange.sink.body(stream_error_event(exchange.family, error), True)
-        await exchange.sink.body(b"", False)
+async def deliver_error(exchange: Exchange, error: Exception) -> None:
+    request_id = new_request_id()
+    error = _unwrap(error)
+    where = f"{clip(exchange.method)} {clip(exchange.path)}"
+    if isinstance(error, TrioswapError):
+        status = status_of(error)
+        level = logging.WARNING if status >= 500 else logging.INFO
+        log.log(level, "%s %s -> %d: %s", request_id, where, status, error)
     else:
-        # Headers are gone and the body is not an event stream: the only honest signal left is
-        # to end the response short, which the client sees as a truncated body.
-        await exchange.sink.body(b"", False)
+        log.error("%s %s -> 500: unexpected error", request_id, where, exc_info=error)
+        error = InternalError(request_id)
+    # Shielded: an error answer is short, and cut halfway it would leave the client a broken
+    # response instead of the error.
+    with trio.CancelScope(shield=True):
+        await exchange.sink.fail(error, request_id)
+
+
+def _unwrap(error: Exception) -> Exception:
+    """The one error inside the exception groups of the nurseries it came through."""
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -1,4 +1,6 @@
-"""The connection pool to model servers: httpcore's, on trio, with writes corked until a read.
+"""The connection pool to model servers: httpcore's, on trio, with writes corked until a read;
+the URL and timeouts of a request to a model server; and the one boundary where httpcore's
+exceptions become trioswap's.
 
 httpcore sends a request's head and body as separate writes, so a model server wakes up twice
 per request and sees two TCP segments. Holding writes until the first read sends them as one.
@@ -7,15 +9,27 @@ On a 2-core machine the CPU this saves in the model server is CPU trioswap gets 
 
 from __future__ import annotations
 
+import functools
+import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpcore
 
+from trioswap.config import ModelConfig
+from trioswap.errors import (
+    UpstreamConnectError,
+    UpstreamDisconnected,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+
 UPSTREAM_CONNECTIONS = 256
 KEEPALIVE_EXPIRY = 30.0
 CORK_LIMIT = 65536
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
 
 
 class _CorkedStream(httpcore.AsyncNetworkStream):
@@ -102,3 +116,70 @@ async def close_idle_connections(pool: httpcore.AsyncConnectionPool, base_url: s
     for connection in pool.connections:
         if connection.is_idle() and connection.can_handle_request(origin):
             await connection.aclose()
+
+
+def upstream_timeouts(model: ModelConfig) -> dict[str, float | None]:
+    """httpcore's timeouts for a model: `timeouts.connect` for connecting, and
+    `timeouts.responseHeader` for any silence of the model server after that (waiting for its
+    response head, between body chunks, or for it to take our request), so that a hung server
+    cannot hold a request forever. None is no bound."""
+    silence = model.response_header_timeout
+    return {"connect": model.connect_timeout, "read": silence, "write": silence, "pool": None}
+
+
+@functools.lru_cache(maxsize=1024)
+def _origin(proxy: str) -> tuple[bytes, bytes, int | None, bytes]:
+    url = httpcore.URL(proxy)
+    return url.scheme, url.host, url.port, url.target.rstrip(b"/")
+
+
+def _percent_encode(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match[0][0]
+
+
+def upstream_url(proxy: str, path: bytes, query: bytes) -> httpcore.URL:
+    """The URL of `path?query` on a model server, the path and query as the client sent them;
+    bytes outside ASCII, which HTTP/1.1 does not allow raw in a target, percent-encoded."""
+    scheme, host, port, base = _origin(proxy)
+    target = base + path + b"?" + query if query else base + path
+    if not target.isascii():
+        target = _NON_ASCII.sub(_percent_encode, target)
+    return httpcore.URL(scheme=scheme, host=host, port=port, target=target)
+
+
+@contextmanager
+def upstream_errors(model: ModelConfig) -> Iterator[None]:
+    """The one place httpcore's exceptions become trioswap's, as specific as httpcore's (as
+    httpx's `map_httpcore_exceptions` does)."""
+    try:
+        yield
+    except httpcore.ConnectTimeout as exc:
+        raise UpstreamTimeout(
+            model.id,
+            f"connecting to {model.proxy} took longer than {model.connect_timeout:g} s "
+            "(timeouts.connect)",
+        ) from exc
+    except (httpcore.ReadTimeout, httpcore.WriteTimeout) as exc:
+        raise UpstreamTimeout(
+            model.id,
+            f"the model server was silent for {model.response_header_timeout:g} s "
+            "(timeouts.responseHeader: raise it for a model that needs longer, 0 = no bound)",
+        ) from exc
+    except httpcore.TimeoutException as exc:
+        raise UpstreamTimeout(model.id, _reason(exc)) from exc
+    except (httpcore.ConnectError, httpcore.UnsupportedProtocol, httpcore.ProxyError) as exc:
+        raise UpstreamConnectError(
+            model.id, f"cannot connect to {model.proxy}: {_reason(exc)}"
+        ) from exc
+    except httpcore.NetworkError as exc:
+        raise UpstreamDisconnected(model.id, f"the connection broke: {_reason(exc)}") from exc
+    except httpcore.RemoteProtocolError as exc:
+        raise UpstreamProtocolError(model.id, _reason(exc)) from exc
+    except httpcore.LocalProtocolError as exc:
+        raise UpstreamProtocolError(
+            model.id, f"the request cannot be forwarded: {_reason(exc)}"
+        ) from exc
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__

@@ -9,10 +9,13 @@ from typing import Any
 
 import trio
 
-from trioswap.errors import MethodNotAllowed
-from trioswap.pipeline.exchange import Exchange, Headers
+from trioswap.errors import MethodNotAllowed, PayloadTooLarge, RequestTimeout, ShuttingDown
+from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.loader import Pipeline, RouteTable
 from trioswap.pipeline.runner import deliver_error, run_pipeline
+from trioswap.pipeline.sink import DONE, Sink
+from trioswap.protocols.errors import Headers
+from trioswap.web.inflight import InFlight
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -20,28 +23,121 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+_CHUNKED: Headers = [(b"transfer-encoding", b"chunked")]
 
-class AsgiSink:
-    __slots__ = ("_send", "finished")
+
+class AsgiTransport:
+    """A `Sink`'s way to the client: ASGI response messages."""
+
+    __slots__ = ("_send",)
 
     def __init__(self, send: Send) -> None:
         self._send = send
-        self.finished = False
 
     async def start(self, status: int, headers: Headers) -> None:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def body(self, chunk: bytes, more: bool) -> None:
-        # Set before sending: hypercorn reports `http.disconnect` from inside the last send,
-        # once the response is complete, and that is not the client going away.
-        self.finished = not more
         await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
 
 
+class AsgiBody:
+    """The client's request body as hypercorn delivers it (see `pipeline.exchange.RequestBody`).
+
+    Nothing is received until a stage asks, so a request refused on its headers never has its
+    body read. hypercorn holds at most a few chunks ahead of us, so what a client sends is
+    bounded by what we take."""
+
+    __slots__ = (
+        "_client_gone",
+        "_declared",
+        "_done",
+        "_limit",
+        "_on_complete",
+        "_receive",
+        "_received",
+        "_timeout",
+        "framing",
+        "present",
+    )
+
+    def __init__(
+        self,
+        receive: Receive,
+        headers: Headers,
+        limit: int,
+        timeout: float,
+        on_complete: Callable[[], None],
+        client_gone: Callable[[], None],
+    ) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._timeout = timeout
+        self._on_complete = on_complete
+        self._client_gone = client_gone
+        self._received = 0
+        self._declared: int | None = None
+        self.framing: Headers = []
+        for name, value in headers:
+            # h11 has checked both: a Content-Length is digits, a Transfer-Encoding is chunked.
+            if name == b"transfer-encoding":
+                # Chunked framing wins over a Content-Length sent with it (RFC 9112, 6.3).
+                self.framing = _CHUNKED
+                self._declared = None
+                break
+            if name == b"content-length":
+                self._declared = int(value)
+                self.framing = [(name, value)]
+        self.present = bool(self.framing)
+        self._done = not self.present
+
+    def check(self) -> None:
+        if self._declared is not None and self._declared > self._limit:
+            raise PayloadTooLarge(self._limit)
+
+    async def read(self) -> bytes:
+        self.check()
+        chunks = [chunk async for chunk in self]
+        if len(chunks) == 1:
+            return chunks[0]
+        return b"".join(chunks)
+
+    def __aiter__(self) -> AsgiBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        with trio.move_on_after(self._timeout):
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self._done = True
+                # The exchange is cancelled now, and this checkpoint raises that.
+                self._client_gone()
+                await trio.lowlevel.checkpoint()
+                raise StopAsyncIteration
+            body: bytes = message.get("body", b"")
+            self._received += len(body)
+            if self._received > self._limit:
+                self._done = True
+                raise PayloadTooLarge(self._limit)
+            if not message.get("more_body", False):
+                self._done = True
+                self._on_complete()
+            return body
+        self._done = True
+        raise RequestTimeout(self._timeout)
+
+
 class ProxyApp:
-    def __init__(self, routes: RouteTable, control: ASGIApp) -> None:
+    def __init__(
+        self, routes: RouteTable, control: ASGIApp, *, body_limit: int, body_timeout: float
+    ) -> None:
         self._routes = routes
         self._control = control
+        self._body_limit = body_limit
+        self._body_timeout = body_timeout
+        self.in_flight = InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -54,64 +150,56 @@ class ProxyApp:
         await self._control(scope, receive, send)
 
     async def _serve(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
-        sink = AsgiSink(send)
-        exchange = Exchange(
+        sink = Sink(AsgiTransport(send), pipeline.family)
+        # Shutdown cancels this scope for exchanges that outlive shutdownTimeout.
+        cut = self.in_flight.enter()
+        try:
+            with cut:
+                # A client that goes away cancels its exchange: the upstream request is closed
+                # and the lease returned.
+                async with trio.open_nursery() as nursery:
+                    exchange = self._exchange(scope, receive, sink, nursery)
+                    if exchange.method not in pipeline.methods:
+                        error = MethodNotAllowed(exchange.method, exchange.path)
+                        await deliver_error(exchange, error)
+                    elif self.in_flight.closing:
+                        await deliver_error(exchange, ShuttingDown())
+                    else:
+                        await run_pipeline(pipeline, exchange)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.in_flight.leave(cut)
+        if cut.cancelled_caught:
+            await deliver_error(exchange, ShuttingDown())
+
+    def _exchange(
+        self, scope: Scope, receive: Receive, sink: Sink, nursery: trio.Nursery
+    ) -> Exchange:
+        def watch_disconnect() -> None:
+            nursery.start_soon(_cancel_on_disconnect, receive, sink, nursery.cancel_scope)
+
+        # The disconnect is watched for once the request body is in: both read the same
+        # ASGI messages.
+        body = AsgiBody(
+            receive,
+            scope["headers"],
+            self._body_limit,
+            self._body_timeout,
+            watch_disconnect,
+            nursery.cancel_scope.cancel,
+        )
+        if not body.present:
+            watch_disconnect()
+        return Exchange(
             method=scope["method"],
             path=scope["path"],
+            raw_path=scope["raw_path"],
             query=scope["query_string"],
             headers=scope["headers"],
-            family=pipeline.family,
             sink=sink,
             stack=AsyncExitStack(),
+            request_body=body,
         )
-        if exchange.method not in pipeline.methods:
-            await deliver_error(exchange, MethodNotAllowed(exchange.method, exchange.path))
-            return
-        # A client that goes away cancels its exchange: the upstream request is closed and the
-        # lease returned. Its disconnect is watched for once the request body is in.
-        async with trio.open_nursery() as nursery:
-
-            def watch_disconnect() -> None:
-                nursery.start_soon(_cancel_on_disconnect, receive, sink, nursery.cancel_scope)
-
-            if pipeline.reads_body:
-                body = await _read_body(receive)
-                if body is None:
-                    return
-                exchange.body = body
-                watch_disconnect()
-            else:
-                exchange.body_stream = RequestBody(receive, nursery.cancel_scope, watch_disconnect)
-            await run_pipeline(pipeline, exchange)
-            nursery.cancel_scope.cancel()
-
-
-class RequestBody:
-    """The client's request body as it arrives, for a pipeline that passes it on unread."""
-
-    __slots__ = ("_done", "_on_complete", "_receive", "_scope")
-
-    def __init__(self, receive: Receive, scope: trio.CancelScope, on_complete: Callable[[], None]):
-        self._receive = receive
-        self._scope = scope
-        self._on_complete = on_complete
-        self._done = False
-
-    def __aiter__(self) -> RequestBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._done:
-            raise StopAsyncIteration
-        message = await self._receive()
-        if message["type"] == "http.disconnect":
-            self._done = True
-            self._scope.cancel()
-            raise StopAsyncIteration
-        if not message.get("more_body", False):
-            self._done = True
-            self._on_complete()
-        return message.get("body", b"")
 
 
 def _shield_last_body(send: Send) -> Send:
@@ -129,19 +217,8 @@ def _shield_last_body(send: Send) -> Send:
     return shielded
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _cancel_on_disconnect(receive: Receive, sink: AsgiSink, scope: trio.CancelScope) -> None:
+async def _cancel_on_disconnect(receive: Receive, sink: Sink, scope: trio.CancelScope) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-    if not sink.finished:
+    if sink.state is not DONE:
         scope.cancel()

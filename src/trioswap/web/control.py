@@ -1,46 +1,124 @@
 """The control API, logs and UI, as a Quart app. It only adapts HTTP to the supervisor, config
-and log hub; no decisions are made here."""
+and log hub; no decisions are made here.
+
+API keys are checked in front of Quart (`require_key`), from the headers alone: Quart starts
+reading a request's body as soon as it sees the request, before any hook of its own runs. Every
+error is JSON in OpenAI's shape with a request id, also for Quart's own (404, 405, 408, 413), and
+an unexpected exception is logged once with its traceback and answered as a 500 without one.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestTimeout as HTTPRequestTimeout
 
 from trioswap.assets import data_folder
+from trioswap.auth import ApiKeys
+from trioswap.clip import clip
 from trioswap.config import Config
-from trioswap.errors import ModelNotFound, TrioswapError, Unauthorized
+from trioswap.errors import (
+    BadRequest,
+    InternalError,
+    ModelNotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    TrioswapError,
+    Unauthorized,
+)
 from trioswap.observe.logs import ALL, PROXY, UPSTREAM, LogHub
-from trioswap.pipeline.stages.auth import CHALLENGE, ApiKeys
-from trioswap.protocols.errors import Family, error_body, status_of
+from trioswap.pipeline.sink import Sink
+from trioswap.protocols.errors import (
+    Family,
+    error_body,
+    error_headers,
+    new_request_id,
+    status_of,
+)
 from trioswap.supervisor import ModelState, Supervisor
+from trioswap.web.asgi import ASGIApp, AsgiTransport, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/health"})
+
+log = logging.getLogger("trioswap.control")
+
+
+def require_key(app: ASGIApp, api_keys: tuple[str, ...]) -> ASGIApp:
+    """`app`, answering 401 to a request without one of `api_keys` (when any are set)."""
+    if not api_keys:
+        return app
+    keys = ApiKeys(api_keys)
+
+    async def checked(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if (
+            (kind == "http" or kind == "websocket")
+            and scope["path"] not in OPEN_PATHS
+            and not keys.allows(scope["headers"])
+        ):
+            error = Unauthorized()
+            request_id = new_request_id()
+            log.info("%s %s %s -> 401: %s", request_id, kind, clip(scope["path"]), error)
+            if kind == "http":
+                await Sink(AsgiTransport(send), Family.OPENAI).fail(error, request_id)
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await app(scope, receive, send)
+
+    return checked
 
 
 def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> QuartTrio:
     app = QuartTrio("trioswap", static_folder=None)
-    keys = ApiKeys(config.api_keys)
+    # Control routes take no real bodies; still, what Quart reads is bounded the same way.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_body
+    app.config["BODY_TIMEOUT"] = config.request_body_timeout
     created = int(time.time())
     ui = data_folder("static_ui")
 
-    def error(exc: TrioswapError) -> Response:
-        response = Response(
-            json.dumps(error_body(Family.OPENAI, exc)), status_of(exc), mimetype="application/json"
-        )
-        if isinstance(exc, Unauthorized):
-            for name, value in CHALLENGE:
-                response.headers[name.decode()] = value.decode()
+    def error(exc: TrioswapError, level: int | None = None) -> Response:
+        request_id = new_request_id()
+        status = status_of(exc)
+        if level is None:
+            level = logging.WARNING if status >= 500 else logging.INFO
+        where = f"{request.method} {clip(request.path)}"
+        log.log(level, "%s %s -> %d: %s", request_id, where, status, exc)
+        return _error_response(exc, request_id)
+
+    @app.errorhandler(TrioswapError)
+    async def trioswap_error(exc: TrioswapError) -> Response:
+        return error(exc)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        # Quart's own: no such route or method, a body over the limit, or one that stalled.
+        if exc.code == 413:
+            return error(PayloadTooLarge(config.max_request_body))
+        if isinstance(exc, HTTPRequestTimeout):
+            return error(RequestTimeout(config.request_body_timeout))
+        # Browsers ask for /favicon.ico on every visit: not worth a log line.
+        response = error(BadRequest(exc.description or exc.name), logging.DEBUG)
+        response.status_code = exc.code or 400
         return response
 
-    @app.before_request
-    async def check_key() -> Response | None:
-        if request.path in OPEN_PATHS or keys.allows(_raw_headers()):
-            return None
-        return error(Unauthorized())
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        request_id = new_request_id()
+        log.error(
+            "%s %s %s -> 500: unexpected error",
+            request_id,
+            request.method,
+            clip(request.path),
+            exc_info=exc,
+        )
+        return _error_response(InternalError(request_id), request_id)
 
     @app.get("/health")
     async def health() -> Response:
@@ -143,8 +221,15 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
     return app
 
 
-def _raw_headers() -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+def _error_response(exc: TrioswapError, request_id: str) -> Response:
+    response = Response(
+        json.dumps(error_body(Family.OPENAI, exc, request_id)),
+        status_of(exc),
+        mimetype="application/json",
+    )
+    for name, value in error_headers(exc, request_id):
+        response.headers[name.decode()] = value.decode()
+    return response
 
 
 def _log_stream(logs: LogHub, source: str) -> Response:

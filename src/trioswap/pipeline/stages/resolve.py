@@ -1,48 +1,95 @@
 """`resolve`: find the model a request names and map aliases to the model id.
 
-The model comes from the JSON body (parsed even when the client forgot the content type), a
-multipart form field, or `?model=`. `resolve_path` instead takes it from `/upstream/<model>/...`.
+The model comes from the body: a multipart form field, a urlencoded form field, or JSON (parsed
+also when the client forgot the content type, and when `curl -d` labelled it a form); a body of
+another type (raw audio) is not parsed. Failing that, from `?model=`. `resolve_path` instead
+takes it from `/upstream/<model>/…`, and forwards the rest of the path as the client sent it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote_to_bytes
 
 from trioswap.config import Config
 from trioswap.errors import BadRequest, ModelNotFound
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.stage import StageContext
 
+UPSTREAM_PREFIX = b"/upstream/"
 _BOUNDARY = re.compile(rb'boundary="?([^";]+)"?', re.IGNORECASE)
-_MODEL_FIELD = re.compile(rb'name="model"', re.IGNORECASE)
+_MODEL_FIELD = re.compile(rb'(?:^|[;\s])name="model"', re.IGNORECASE)
+_MODEL_PARAM = re.compile(rb"(?:^|&)model=([^&]*)")
+_FIRST_BYTE = re.compile(rb"\s*(.)", re.DOTALL)
+# Raw, or percent-encoded: %00-%1F and %7F.
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]|%(?:[01][0-9a-fA-F]|7[fF])")
+_JSON_TYPES = frozenset({b"", b"application/json", b"text/plain"})
 
 
-def parse_json_body(exchange: Exchange) -> None:
+def media_type(content_type: bytes) -> bytes:
+    return content_type.partition(b";")[0].strip().lower()
+
+
+def parse_json_body(body: bytes) -> dict[str, object]:
     try:
-        parsed = json.loads(exchange.body)
+        parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the request body's JSON is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise BadRequest("the request body must be a JSON object")
-    exchange.json = parsed
+    return parsed
 
 
 def multipart_model(body: bytes, content_type: bytes) -> str | None:
+    """The `model` field of a multipart form, found without copying the other parts."""
     match = _BOUNDARY.search(content_type)
     if match is None:
         return None
-    for part in body.split(b"--" + match.group(1)):
-        head, sep, value = part.partition(b"\r\n\r\n")
-        if sep and _MODEL_FIELD.search(head):
-            return value.removesuffix(b"\r\n").decode(errors="replace").strip()
+    delimiter = b"--" + match[1]
+    start = body.find(delimiter)
+    while start != -1:
+        start += len(delimiter)
+        head_end = body.find(b"\r\n\r\n", start)
+        if head_end == -1:
+            return None
+        end = body.find(b"\r\n" + delimiter, head_end)
+        if _MODEL_FIELD.search(body, start, head_end):
+            value = body[head_end + 4 : len(body) if end == -1 else end]
+            return value.decode(errors="replace").strip()
+        start = end
     return None
 
 
-def query_model(query: bytes) -> str | None:
-    values = parse_qs(query.decode("latin-1")).get("model")
-    return values[0] if values else None
+def param_model(params: bytes) -> str | None:
+    """The `model` parameter of a query string or urlencoded form."""
+    match = _MODEL_PARAM.search(params)
+    if match is None:
+        return None
+    return unquote_to_bytes(match[1].replace(b"+", b" ")).decode(errors="replace")
+
+
+def body_model(exchange: Exchange) -> str | None:
+    body = exchange.body or b""
+    content_type = exchange.header(b"content-type") or b""
+    media = media_type(content_type)
+    if media == b"multipart/form-data":
+        return multipart_model(body, content_type)
+    first = _FIRST_BYTE.match(body)
+    if first is None:
+        return None
+    if first[1] != b"{":
+        if media == b"application/x-www-form-urlencoded":
+            return param_model(body)
+        if media not in _JSON_TYPES and not media.endswith(b"+json"):
+            return None
+    exchange.json = parse_json_body(body)
+    value = exchange.json.get("model")
+    if value is not None and not isinstance(value, str):
+        raise BadRequest("'model' must be a string")
+    return value
 
 
 class Resolve:
@@ -50,46 +97,45 @@ class Resolve:
         self._config = context.config
 
     async def __call__(self, exchange: Exchange) -> bool:
-        content_type = (exchange.header(b"content-type") or b"").lower()
-        name: str | None = None
-        if content_type.startswith(b"multipart/form-data"):
-            name = multipart_model(exchange.body, content_type)
-        elif exchange.body.strip():
-            parse_json_body(exchange)
-            assert exchange.json is not None
-            value = exchange.json.get("model")
-            if value is not None and not isinstance(value, str):
-                raise BadRequest("'model' must be a string")
-            name = value
+        name = body_model(exchange)
         if not name and exchange.query:
-            name = query_model(exchange.query)
+            name = param_model(exchange.query)
         if not name:
             raise BadRequest("the request names no model: set 'model' in the body")
         exchange.model_name = name
         exchange.model_id = _resolve(self._config, name)
-        exchange.upstream_path = exchange.path
+        exchange.upstream_path = exchange.path.encode()
         return False
 
 
 class ResolvePath:
     """`/upstream/<model>/<rest>`: model ids may contain '/', so the longest prefix that names a
-    model wins."""
+    model wins; it is matched percent-decoded, and `<rest>` goes on byte for byte."""
 
     def __init__(self, context: StageContext) -> None:
         self._config = context.config
 
     async def __call__(self, exchange: Exchange) -> bool:
-        rest = exchange.path.removeprefix("/upstream/")
-        parts = rest.split("/")
-        for cut in range(len(parts), 0, -1):
-            name = unquote("/".join(parts[:cut]))
-            model_id = self._config.resolve(name)
-            if model_id is not None:
-                exchange.model_name = name
-                exchange.model_id = model_id
-                exchange.upstream_path = "/" + "/".join(parts[cut:])
-                return False
-        raise ModelNotFound(unquote(parts[0]) if parts and parts[0] else "")
+        name, model_id, rest = upstream_target(self._config, exchange.raw_path)
+        exchange.model_name = name
+        exchange.model_id = model_id
+        exchange.upstream_path = rest
+        return False
+
+
+def upstream_target(config: Config, raw_path: bytes) -> tuple[str, str, bytes]:
+    """(model name, model id, path to forward) of an `/upstream/…` path as the client sent it."""
+    if _CONTROL.search(raw_path):
+        raise BadRequest("the path contains a control character")
+    if not raw_path.startswith(UPSTREAM_PREFIX):
+        raise BadRequest("write the path's '/upstream/' prefix without percent-encoding")
+    parts = raw_path[len(UPSTREAM_PREFIX) :].split(b"/")
+    for cut in range(len(parts), 0, -1):
+        name = unquote_to_bytes(b"/".join(parts[:cut])).decode(errors="replace")
+        model_id = config.resolve(name)
+        if model_id is not None:
+            return name, model_id, b"/" + b"/".join(parts[cut:])
+    raise ModelNotFound(unquote_to_bytes(parts[0]).decode(errors="replace"))
 
 
 def _resolve(config: Config, name: str) -> str:

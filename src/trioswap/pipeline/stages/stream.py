@@ -9,14 +9,16 @@ request (see DESIGN.md, "The hot path").
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
 import httpcore
 
 from trioswap.errors import UpstreamError
-from trioswap.pipeline.exchange import Exchange, Headers
+from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.sink import PENDING
 from trioswap.pipeline.stage import StageContext
+from trioswap.pipeline.upstream import upstream_errors, upstream_timeouts, upstream_url
+from trioswap.protocols.errors import Headers
 
 HOP_BY_HOP = frozenset(
     {
@@ -38,26 +40,7 @@ RESPONSE_DROP = HOP_BY_HOP | {b"date"}
 CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 EVENT_STREAM_HEADERS: Headers = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 _EVENT_STREAM_NAMES = frozenset(name for name, _ in EVENT_STREAM_HEADERS)
-_UPSTREAM_ERRORS = (
-    httpcore.NetworkError,
-    httpcore.TimeoutException,
-    httpcore.ProtocolError,
-    httpcore.UnsupportedProtocol,
-    httpcore.ProxyError,
-)
 ERROR_DETAIL_BYTES = 2000
-# Connecting to a started server is quick; generating may take as long as it takes.
-TIMEOUTS = {"connect": 10.0, "read": None, "write": 60.0, "pool": None}
-
-
-@contextmanager
-def upstream_errors(model: str) -> Iterator[None]:
-    """The one place httpcore's exceptions become trioswap's."""
-    try:
-        yield
-    except _UPSTREAM_ERRORS as exc:
-        reason = str(exc) or type(exc).__name__
-        raise UpstreamError(model, reason) from exc
 
 
 class Stream:
@@ -65,60 +48,49 @@ class Stream:
         self._pool = context.upstream_pool
         # Keys configured in trioswap are trioswap's, not the upstream's: don't leak them.
         self._drop = HOP_BY_HOP | CREDENTIALS if context.config.api_keys else HOP_BY_HOP
+        self._extensions = {
+            model.id: {"timeout": upstream_timeouts(model)}
+            for model in context.config.models.values()
+        }
 
     async def __call__(self, exchange: Exchange) -> bool:
         server = exchange.server
         assert server is not None and exchange.model_id is not None
+        model = server.config
         headers = [(k, v) for k, v in exchange.headers if k not in self._drop]
-        content: bytes | AsyncIterable[bytes]
-        if exchange.body_stream is not None:
-            content = exchange.body_stream
-            headers.extend(_body_framing(exchange.headers))
-        else:
-            content = exchange.body
+        content: bytes | AsyncIterator[bytes] | None = exchange.body
+        if content is not None:
             if exchange.body_changed and exchange.json is not None:
                 content = json.dumps(exchange.json).encode()
-            if content or exchange.method in ("POST", "PUT", "PATCH"):
-                headers.append((b"content-length", str(len(content)).encode()))
-        url = server.config.proxy + exchange.upstream_path
-        if exchange.query:
-            url += "?" + exchange.query.decode("latin-1")
+        elif exchange.request_body.present:
+            content = aiter(exchange.request_body)
+            headers.extend(exchange.request_body.framing)
+        url = upstream_url(model.proxy, exchange.upstream_path, exchange.query)
         sink = exchange.sink
-        with upstream_errors(exchange.model_id):
+        with upstream_errors(model):
             async with self._pool.stream(
                 exchange.method,
                 url,
                 headers=headers,
                 content=content,
-                extensions={"timeout": TIMEOUTS},
+                extensions=self._extensions[exchange.model_id],
             ) as response:
-                if exchange.response_started:
+                if sink.state is not PENDING:
                     await _continue_stream(exchange, response)
                     return True
                 out = [(k, v) for k, v in response.headers if k.lower() not in RESPONSE_DROP]
                 content_type = _header(response.headers, b"content-type")
-                if content_type.startswith(b"text/event-stream"):
-                    exchange.event_stream = True
+                events = content_type.startswith(b"text/event-stream")
+                if events:
                     out = [(k, v) for k, v in out if k.lower() not in _EVENT_STREAM_NAMES]
                     out.extend(EVENT_STREAM_HEADERS)
                 elif length := _header(response.headers, b"content-length"):
                     out.append((b"content-length", length))
-                exchange.response_started = True
-                await sink.start(response.status, out)
+                await sink.start(response.status, out, events=events)
                 async for chunk in response.aiter_stream():
-                    await sink.body(chunk, True)
-        await sink.body(b"", False)
+                    await sink.send(chunk)
+        await sink.end()
         return True
-
-
-def _body_framing(client_headers: Headers) -> Headers:
-    """How a streamed request body is framed upstream: as the client framed it."""
-    for name, value in client_headers:
-        if name == b"content-length":
-            return [(name, value)]
-        if name == b"transfer-encoding" and b"chunked" in value.lower():
-            return [(b"transfer-encoding", b"chunked")]
-    return []
 
 
 async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> None:
@@ -134,8 +106,8 @@ async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> N
         text = detail[:ERROR_DETAIL_BYTES].decode(errors="replace")
         raise UpstreamError(exchange.model_id, f"answered {response.status}: {text}")
     async for chunk in response.aiter_stream():
-        await exchange.sink.body(chunk, True)
-    await exchange.sink.body(b"", False)
+        await exchange.sink.send(chunk)
+    await exchange.sink.end()
 
 
 def _header(headers: Headers, name: bytes) -> bytes:

@@ -60,10 +60,8 @@ async def _report_loading(
     exchange: Exchange, model_id: str, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     headers = [(b"content-type", b"text/event-stream"), *EVENT_STREAM_HEADERS]
-    exchange.response_started = True
-    exchange.event_stream = True
     with trio.CancelScope(shield=True):
-        await exchange.sink.start(200, headers)
+        await exchange.sink.start(200, headers, events=True)
         await _send_reasoning(exchange, model_id, f"Loading model {model_id}…\n")
     task_status.started()
     started = trio.current_time()
@@ -83,4 +81,4 @@ async def _send_reasoning(exchange: Exchange, model_id: str, text: str) -> None:
     }
     # Shielded: a cancel halfway through a write would corrupt the event stream.
     with trio.CancelScope(shield=True):
-        await exchange.sink.body(f"data: {json.dumps(chunk)}\n\n".encode(), True)
+        await exchange.sink.send(f"data: {json.dumps(chunk)}\n\n".encode())

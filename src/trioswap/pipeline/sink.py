@@ -1,0 +1,112 @@
+"""The one response of an exchange, as a small state machine that owns what an error becomes.
+
+    PENDING ─ start(events=True) ─▶ EVENTS ─ end() ─▶ DONE
+       │    ─ start() ────────────▶ BYTES ── end() ─▶ DONE
+       └─── respond() ────────────────────────────▶ DONE
+
+`fail(error)` turns an error into what the client can still be told: a whole error response in
+its API family while PENDING, an error event while EVENTS, a body cut short while BYTES (headers
+are gone and the body is opaque: the transport ends the connection without completing it, the
+only honest signal left), and nothing once DONE. Any other move is a bug and raises
+`SinkStateError`. Stages that stream (loading progress, the upstream's answer, later translation
+and retries) only call these methods; the runner only calls `fail`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from typing import Protocol
+
+from trioswap.errors import TrioswapError
+from trioswap.protocols.errors import (
+    Family,
+    Headers,
+    error_bytes,
+    error_headers,
+    status_of,
+    stream_error_event,
+)
+
+
+class Transport(Protocol):
+    """How bytes reach the client: a status line and headers once, then body chunks."""
+
+    async def start(self, status: int, headers: Headers) -> None: ...
+    async def body(self, chunk: bytes, more: bool) -> None: ...
+
+
+class ResponseState(Enum):
+    PENDING = "pending"
+    EVENTS = "events"
+    BYTES = "bytes"
+    DONE = "done"
+
+
+PENDING = ResponseState.PENDING
+EVENTS = ResponseState.EVENTS
+BYTES = ResponseState.BYTES
+DONE = ResponseState.DONE
+
+
+class SinkStateError(RuntimeError):
+    """A response was asked to move in a way its state does not allow: a bug in trioswap."""
+
+
+class Sink:
+    __slots__ = ("_transport", "family", "state")
+
+    def __init__(self, transport: Transport, family: Family) -> None:
+        self._transport = transport
+        self.family = family
+        self.state = PENDING
+
+    async def start(self, status: int, headers: Headers, *, events: bool = False) -> None:
+        self._move(PENDING, EVENTS if events else BYTES)
+        await self._transport.start(status, headers)
+
+    async def send(self, chunk: bytes) -> None:
+        state = self.state
+        if state is not EVENTS and state is not BYTES:
+            raise SinkStateError(f"body chunk sent while {state.value}")
+        await self._transport.body(chunk, True)
+
+    async def end(self, chunk: bytes = b"") -> None:
+        state = self.state
+        if state is not EVENTS and state is not BYTES:
+            raise SinkStateError(f"response ended while {state.value}")
+        # Done before the last send: the transport may report the client gone from inside it,
+        # once the response is complete, and that is not a disconnect worth acting on.
+        self.state = DONE
+        await self._transport.body(chunk, False)
+
+    async def respond(
+        self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        """A whole JSON response at once (errors, requests answered by trioswap itself)."""
+        self._move(PENDING, DONE)
+        await self._transport.start(
+            status,
+            [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        )
+        await self._transport.body(body, False)
+
+    async def fail(self, error: TrioswapError, request_id: str) -> None:
+        state = self.state
+        if state is PENDING:
+            body = error_bytes(self.family, error, request_id)
+            await self.respond(status_of(error), body, error_headers(error, request_id))
+        elif state is EVENTS:
+            await self.send(stream_error_event(self.family, error, request_id))
+            await self.end()
+        else:
+            self.state = DONE
+
+    def _move(self, expected: ResponseState, new: ResponseState) -> None:
+        if self.state is not expected:
+            raise SinkStateError(f"response moved {self.state.value} -> {new.value}")
+        self.state = new

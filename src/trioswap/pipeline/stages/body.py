@@ -1,0 +1,31 @@
+"""`read_body` and `limit_body`: the request body, after `auth` has looked at the headers.
+
+`read_body` reads the whole body into `exchange.body`, for stages that need it (the model is in
+it). `limit_body` is for pipelines that pass the body on as it comes (`/upstream/…`): a body whose
+Content-Length declares more than `maxRequestBodyMB` is refused before a model is started for it.
+Either way the body is counted as it arrives, refused (413) once it passes the limit and dropped
+(408) when it stalls for `requestBodyTimeout`.
+"""
+
+from __future__ import annotations
+
+from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.stage import StageContext
+
+
+class ReadBody:
+    def __init__(self, context: StageContext) -> None:
+        pass
+
+    async def __call__(self, exchange: Exchange) -> bool:
+        exchange.body = await exchange.request_body.read()
+        return False
+
+
+class LimitBody:
+    def __init__(self, context: StageContext) -> None:
+        pass
+
+    async def __call__(self, exchange: Exchange) -> bool:
+        exchange.request_body.check()
+        return False
