@@ -367,8 +367,15 @@ async def test_a_watchdog_whose_parent_is_already_gone_starts_nothing(tmp_path: 
     assert not marker.exists()
 
 
-async def test_a_malformed_command_line_is_a_usage_error() -> None:
-    argv = [sys.executable, "-I", "-S", watchdog.__file__, "--grace", "soon", "--", "true"]
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grace", "soon", "--", "true"], "usage: watchdog.py --parent-pid"),
+        (["--parent-pid", "1", "--grace", "1", "--pid-fd", "999", "--", "true"], "--pid-fd 999"),
+    ],
+)
+async def test_a_malformed_command_line_is_a_usage_error(args: list[str], message: str) -> None:
+    argv = [sys.executable, "-I", "-S", watchdog.__file__, *args]
     result = await trio.run_process(argv, check=False, capture_stderr=True)
     assert result.returncode == 2
-    assert result.stderr.decode().startswith("trioswap watchdog: usage: watchdog.py --parent-pid")
+    assert result.stderr.decode().startswith(f"trioswap watchdog: {message}")

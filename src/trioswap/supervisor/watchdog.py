@@ -67,6 +67,11 @@ def main(argv: list[str]) -> int:
     except (ValueError, KeyError):
         _say(_USAGE)
         return 2
+    try:
+        os.set_inheritable(pid_fd, False)  # the model must not hold the pid pipe open
+    except OSError:
+        _say(f"--pid-fd {pid_fd} is not an open file descriptor")
+        return 2
     # Blocked signals wait for `sigwaitinfo` below; none is lost before we get there.
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -75,7 +80,6 @@ def main(argv: list[str]) -> int:
         return 1  # trioswap died before the line above: nobody wants the model any more
     # Orphans of the model's descendants become our children, so we can reap and kill them.
     prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    os.set_inheritable(pid_fd, False)
     try:
         model = os.posix_spawnp(
             cmd[0], cmd, os.environ, setpgroup=0, setsigmask=(), setsigdef=_RESTORED
@@ -123,13 +127,12 @@ def _supervise(model: int, grace: float) -> int:
 
 def _reap(model: int) -> int | None:
     """Reap every child that exited (orphans included); the model's wait status if it did."""
-    status = None
     while True:
-        pid, child_status = os.waitpid(-1, os.WNOHANG)
+        pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
-            return status
+            return None
         if pid == model:
-            return child_status  # later exits wake us with their own SIGCHLD
+            return status
 
 
 def _clean_up(model: int) -> None:
