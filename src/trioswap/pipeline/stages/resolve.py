@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from trioswap.config import Config
@@ -31,7 +32,7 @@ def media_type(content_type: bytes) -> bytes:
     return content_type.partition(b";")[0].strip().lower()
 
 
-def parse_json_body(body: bytes) -> dict[str, object]:
+def parse_json_body(body: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -71,25 +72,24 @@ def param_model(params: bytes) -> str | None:
     return unquote_to_bytes(match[1].replace(b"+", b" ")).decode(errors="replace")
 
 
-def body_model(exchange: Exchange) -> str | None:
-    body = exchange.body or b""
-    content_type = exchange.header(b"content-type") or b""
+def body_model(body: bytes, content_type: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    """The model a request body names, and the body's JSON when it was parsed for that."""
     media = media_type(content_type)
     if media == b"multipart/form-data":
-        return multipart_model(body, content_type)
+        return multipart_model(body, content_type), None
     first = _FIRST_BYTE.match(body)
     if first is None:
-        return None
+        return None, None
     if first[1] != b"{":
         if media == b"application/x-www-form-urlencoded":
-            return param_model(body)
+            return param_model(body), None
         if media not in _JSON_TYPES and not media.endswith(b"+json"):
-            return None
-    exchange.json = parse_json_body(body)
-    value = exchange.json.get("model")
+            return None, None
+    parsed = parse_json_body(body)
+    value = parsed.get("model")
     if value is not None and not isinstance(value, str):
         raise BadRequest("'model' must be a string")
-    return value
+    return value, parsed
 
 
 class Resolve:
@@ -97,7 +97,8 @@ class Resolve:
         self._config = context.config
 
     async def __call__(self, exchange: Exchange) -> bool:
-        name = body_model(exchange)
+        assert exchange.body is not None, "resolve runs after read_body"
+        name, exchange.json = body_model(exchange.body, exchange.header(b"content-type") or b"")
         if not name and exchange.query:
             name = param_model(exchange.query)
         if not name:
