@@ -232,3 +232,90 @@ models:
     assert "--api-key '***' --tokens-per-second 7" in cmd
     assert "sekrit-value" not in logs
     assert "--api-key '***'" in logs
+
+
+async def test_two_trioswaps_on_one_config_each_run_their_own_server(launch: LaunchFn) -> None:
+    config = pair_config()
+    first = await launch(config)
+    second = await launch(config, "--config", str(first.config_path))
+    ports = []
+    for ts in (first, second):
+        async with ts.client() as client:
+            response = await client.post("/v1/chat/completions", json=chat("a"))
+        assert response.status_code == 200
+        ports.append(response.json()["responder"]["port"])
+    assert ports[0] == allocated_port(config, "a")
+    assert ports[1] != ports[0]
+
+
+# -- defect 4: no descendant outlives trioswap -----------------------------------------------------
+
+WRAPPERS = {
+    # the model server is a grandchild of trioswap, in the wrapper's process group
+    "forking-shell": (
+        "sh -c '{responder} --port $0 --model-id m --spawn-grandchild & wait' ${{PORT}}"
+    ),
+    # ... or in a session of its own, out of every group trioswap could know of
+    "setsid-escapee": "sh -c 'setsid {responder} --port $0 --model-id m & wait' ${{PORT}}",
+}
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+async def model_pids(ts: Trioswap, model: str) -> list[int]:
+    """The model's process (the wrapper), the server it runs and the server's own child."""
+    async with ts.client() as client:
+        assert (await client.post("/v1/chat/completions", json=chat(model))).status_code == 200
+        info = (await client.get(f"/upstream/{model}/debug/info")).json()
+    pids = [(await running(ts))[model]["pid"], info["pid"], info["grandchild_pid"]]
+    return [pid for pid in pids if isinstance(pid, int)]
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+async def test_sigkill_of_trioswap_leaves_no_descendant(launch: LaunchFn, wrapper: str) -> None:
+    config = f"""
+startPort: {random_start_port()}
+models:
+  m:
+    cmd: {WRAPPERS[wrapper].format(responder=RESPONDER)}
+"""
+    ts = await launch(config)
+    pids = await model_pids(ts, "m")
+    assert len(pids) >= 2 and all(pid_alive(pid) for pid in pids)
+    try:
+        ts.process.send_signal(signal.SIGKILL)
+        await ts.process.wait()
+        await wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=10)
+    finally:
+        kill_all(pids)
+
+
+async def test_a_new_trioswap_stops_what_an_earlier_one_left_on_its_config(
+    launch: LaunchFn,
+) -> None:
+    config = pair_config()
+    first = await launch(config)
+    pids = await model_pids(first, "a")
+    try:
+        # Its watchdog gone first, nothing takes the model server down with trioswap.
+        os.kill(parent_of(pids[0]), signal.SIGKILL)
+        first.process.send_signal(signal.SIGKILL)
+        await first.process.wait()
+        assert all(pid_alive(pid) for pid in pids)
+        second = await launch(config, "--config", str(first.config_path))
+        await wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=10)
+        assert second.count_output(rf"WARNING .*earlier trioswap.* pid {pids[0]}\b") == 1
+        async with second.client() as client:
+            response = await client.post("/v1/chat/completions", json=chat("a"))
+        assert response.json()["responder"]["port"] == allocated_port(config, "a")
+    finally:
+        kill_all(pids)

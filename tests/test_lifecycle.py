@@ -166,14 +166,15 @@ async def test_ctrl_c_stops_everything_and_exits_0(launch: LaunchFn) -> None:
 async def test_sigkill_of_trioswap_leaves_no_model_server(launch: LaunchFn) -> None:
     ts = await launch(two_models_with_grandchildren())
     pids = await _start_both(ts)
-    servers = pids[0::2]
     ts.process.send_signal(signal.SIGKILL)
     await ts.process.wait()
-    # PR_SET_PDEATHSIG kills each model server with trioswap.
-    await wait_until(lambda: not any(pid_alive(p) for p in servers), timeout=5)
-    for pid in pids[1::2]:  # grandchildren outlive a SIGKILLed trioswap; clean them up here
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    # Each model's watchdog takes its whole process group down with trioswap.
+    try:
+        await wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5)
+    finally:
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def test_client_disconnect_releases_the_lease(launch: LaunchFn) -> None:

@@ -7,7 +7,8 @@ last, `Exited` to the router with its generation, so a late report is never take
 start. Stopping is cancelling the task (`stop()`); it then stops the process in one shielded
 function (cmdStop or SIGTERM, `unloadTimeout` of grace, SIGKILL) and reaps it. A failed health
 check ends the same way. Cancelling the supervisor's nursery at shutdown stops every model server
-like this, in parallel.
+like this, in parallel. The processes themselves are `spawn.py`'s: each model runs under a
+watchdog, so that none outlives trioswap even when it is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Set
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 
 import httpx
@@ -36,6 +37,8 @@ MAX_PROBE_INTERVAL = 0.25
 FAST_PROBE_PERIOD = 1.0
 PROBE_TIMEOUT = 2.0
 LOG_DRAIN_GRACE = 0.5
+# After the SIGKILL of a model's group, how long its watchdog may take to clean up and exit.
+WATCHDOG_EXIT_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class ServerContext:
     health_client: httpx.AsyncClient
     health_check_timeout: float
     start_port: int
+    env: Mapping[str, str]  # added to every model's environment: the instance marker
 
 
 class ModelServer:
@@ -95,8 +99,7 @@ class ModelServer:
     async def run(self, report: Report) -> None:
         reason, tail = "was stopped", ()
         try:
-            with self._scope:
-                reason, tail = await self._lifetime(report)
+            reason, tail = await self._lifetime(report)
         finally:
             with trio.CancelScope(shield=True):
                 try:
@@ -115,36 +118,42 @@ class ModelServer:
                 (),
             )
         if placed is not self.config:
-            log.warning(
-                "model %s: port %s is in use; using %s", model, self.config.port, placed.port
-            )
-            self.config = placed
+            taken, self.config = self.config.port, placed
+            log.warning("model %s: port %s is in use; using %s", model, taken, placed.port)
+        env = {**self.config.env, **self._context.env}
         try:
-            child = spawn(self.config.cmd, self.config.env)
+            child = spawn(self.config.cmd, env, self.config.unload_timeout)
         except OSError as exc:
-            return (
-                f"cannot run {self.config.cmd[0]!r}: {exc.strerror} (check models.{model}.cmd)",
-                (),
-            )
-        log.info("model %s: started pid %d: %s", model, child.pid, shown_command(self.config.cmd))
+            return f"cannot start its watchdog: {exc.strerror}", ()
+        reason = "was stopped"
+        # The pump reads on while the process is being stopped, also at shutdown: the model
+        # and its watchdog must never write into a closed pipe.
+        pump_scope = trio.CancelScope(shield=True)
         logs_done = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump_logs, child.output, logs_done)
+                nursery.start_soon(self._pump_logs, child.output, pump_scope, logs_done)
                 try:
-                    await report(Started(model, self.generation, child.pid))
-                    reason = await self._serve(child, report)
+                    with self._scope:
+                        reason = await self._serve(child, report)
                 finally:
                     with trio.CancelScope(shield=True):
                         await self._terminate(child)
                         with trio.move_on_after(LOG_DRAIN_GRACE):
                             await logs_done.wait()
-                    nursery.cancel_scope.cancel()
+                    pump_scope.cancel()
         finally:
             child.close()
         return reason, tuple(self._context.logs.tail(model, LOG_TAIL_LINES))
 
     async def _serve(self, child: Child, report: Report) -> str:
+        model = self.config.id
+        if not await child.started():
+            await child.wait()
+            return f"its command could not be run (check models.{model}.cmd)"
+        assert child.pid is not None
+        log.info("model %s: started pid %d: %s", model, child.pid, shown_command(self.config.cmd))
+        await report(Started(model, self.generation, child.pid))
         if self.config.check_endpoint is not None:
             url = self.config.proxy + self.config.check_endpoint
             timeout = self._context.health_check_timeout
@@ -157,7 +166,7 @@ class ModelServer:
                 )
             if not healthy:
                 return describe_exit(await child.wait())
-        await report(Healthy(self.config.id, self.generation))
+        await report(Healthy(model, self.generation))
         return describe_exit(await child.wait())
 
     async def _healthy_unless_exited(self, url: str, child: Child) -> bool:
@@ -193,30 +202,34 @@ class ModelServer:
     async def _terminate(self, child: Child) -> None:
         """The one escalation: cmdStop or SIGTERM, `unloadTimeout` of grace, SIGKILL. Called
         shielded."""
+        if child.exited:
+            return
         model = self.config.id
-        if not child.exited:
-            grace = self.config.unload_timeout
-            stop_cmd = self.config.stop_command(child.pid)
-            if stop_cmd is not None:
-                log.info("model %s: stopping with %s", model, shown_command(stop_cmd))
-                with trio.move_on_after(grace):
-                    await self._run_stop_command(stop_cmd, child)
-            else:
-                log.info("model %s: stopping pid %d (SIGTERM)", model, child.pid)
-                child.terminate()
+        grace = self.config.unload_timeout
+        stop_cmd = None if child.pid is None else self.config.stop_command(child.pid)
+        if stop_cmd is not None:
+            log.info("model %s: stopping with %s", model, shown_command(stop_cmd))
             with trio.move_on_after(grace):
+                await self._run_stop_command(stop_cmd, child)
+        else:
+            log.info("model %s: stopping pid %s (SIGTERM)", model, child.pid)
+            child.terminate()
+        with trio.move_on_after(grace):
+            await child.wait()
+        if not child.exited:
+            child.kill()  # the watchdog does the same about now, unless cmdStop was used
+            with trio.move_on_after(WATCHDOG_EXIT_GRACE):
                 await child.wait()
             if not child.exited:
-                log.warning(
-                    "model %s: pid %d ignored the stop for %gs (unloadTimeout); sending SIGKILL",
-                    model,
-                    child.pid,
-                    grace,
-                )
-                child.kill()
-                await child.wait()
-        # The leader is gone; anything it left in its process group goes too.
-        child.kill()
+                log.error("model %s: its watchdog did not exit; killing it", model)
+                child.kill_all()
+        if await child.wait() == -signal.SIGKILL:
+            log.warning(
+                "model %s: pid %s ignored the stop for %gs (unloadTimeout); killed with SIGKILL",
+                model,
+                child.pid,
+                grace,
+            )
 
     async def _run_stop_command(self, stop_cmd: tuple[str, ...], child: Child) -> None:
         model = self.config.id
@@ -233,16 +246,19 @@ class ModelServer:
         if result.returncode != 0:
             log.warning("model %s: cmdStop exited with %d", model, result.returncode)
 
-    async def _pump_logs(self, stream: trio.lowlevel.FdStream, done: trio.Event) -> None:
+    async def _pump_logs(
+        self, stream: trio.lowlevel.FdStream, scope: trio.CancelScope, done: trio.Event
+    ) -> None:
         model = self.config.id
         logs = self._context.logs
         pending = b""
         try:
-            async with stream:
-                while chunk := await stream.receive_some(READ_CHUNK):
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for line in lines:
-                        logs.write_model(model, line.rstrip(b"\r").decode(errors="replace"))
+            with scope:
+                async with stream:
+                    while chunk := await stream.receive_some(READ_CHUNK):
+                        *lines, pending = (pending + chunk).split(b"\n")
+                        for line in lines:
+                            logs.write_model(model, line.rstrip(b"\r").decode(errors="replace"))
             if pending:
                 logs.write_model(model, pending.decode(errors="replace"))
         finally:

@@ -1,91 +1,106 @@
-"""A model server's process as the operating system sees it: spawn it, watch for its exit, signal
-it. Decisions (when to stop, how long to wait) are `process.py`'s.
+"""A model server's processes as the operating system sees them: spawn, watch, signal. Decisions
+(when to stop, how long to wait) are `process.py`'s.
+
+Each model server runs under the watchdog (`watchdog.py`): trioswap's direct child, leading a
+session of its own, with PR_SET_PDEATHSIG. It runs the model's command in a process group of its
+own and reports the model's pid on a pipe. The polite stop is SIGTERM to the watchdog, which
+forwards it once to the model's group and SIGKILLs the group after `unloadTimeout`; when trioswap
+dies, the kernel sends the watchdog the same SIGTERM. The watchdog exits as the model did.
 
 We fork on the trio thread rather than through `trio.lowlevel.open_process`, which forks from a
 worker thread: Linux delivers PR_SET_PDEATHSIG when the *thread* that forked exits, and trio's idle
-worker threads exit after ten seconds, which would kill the model server with them.
+worker threads exit after ten seconds, which would take the watchdog and the model with them.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import trio
 
-_PR_SET_PDEATHSIG = 1
+from trioswap.supervisor.watchdog import watchdog_command
 
-
-def _child_setup() -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-    return setup
-
-
-_CHILD_SETUP = _child_setup()
+PID_REPORT_BYTES = 64
 
 
 class Child:
-    """A spawned model server, leading its own process group. Close it once it has exited."""
+    """A model server under its watchdog. Close it once it has exited."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], output: int) -> None:
-        self._popen = popen
-        self._pidfd = os.pidfd_open(popen.pid)
-        # Its stdout and stderr, for the log pump; the pump owns (and closes) it.
+    def __init__(self, watchdog: subprocess.Popen[bytes], output: int, pid_pipe: int) -> None:
+        self._watchdog = watchdog
+        self._pidfd = os.pidfd_open(watchdog.pid)
+        self._pid_pipe = trio.lowlevel.FdStream(pid_pipe)
+        # Its stdout and stderr (and the watchdog's), for the log pump, which closes it.
         self.output = trio.lowlevel.FdStream(output)
-        # The model server's own pid: what cmdStop's ${PID} means.
-        self.pid = popen.pid
+        # The model server's own pid, once the watchdog reports it: what cmdStop's ${PID} means.
+        self.pid: int | None = None
+
+    async def started(self) -> bool:
+        """Wait for the model's pid; False if its command could not be run (the watchdog then
+        says why in the model's log and exits with 127 or 126, as a shell does)."""
+        report = b""
+        async with self._pid_pipe:
+            while chunk := await self._pid_pipe.receive_some(PID_REPORT_BYTES):
+                report += chunk
+        if report.strip().isdigit():
+            self.pid = int(report)
+        return self.pid is not None
 
     async def wait(self) -> int:
-        """Wait until it has exited; its return code (negative: killed by that signal)."""
-        if self._popen.poll() is None:
+        """Wait until it has exited; the model's return code (negative: killed by that signal)."""
+        if self._watchdog.poll() is None:
             await trio.lowlevel.wait_readable(self._pidfd)
-        return self._popen.wait()
+        return self._watchdog.wait()
 
     @property
     def exited(self) -> bool:
-        return self._popen.poll() is not None
+        return self._watchdog.poll() is not None
 
     def terminate(self) -> None:
-        """The polite stop: SIGTERM to its process group."""
-        _signal_group(self._popen.pid, signal.SIGTERM)
+        """The polite stop: SIGTERM to the watchdog, which forwards it once."""
+        self._watchdog.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        """SIGKILL to its process group: the server and whatever it left behind."""
-        _signal_group(self._popen.pid, signal.SIGKILL)
+        """SIGKILL to the model's process group (the watchdog then cleans up and exits)."""
+        if self.pid is not None:
+            _signal_group(self.pid, signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        """SIGKILL to the model's group and to the watchdog's, for a watchdog that is stuck."""
+        self.kill()
+        _signal_group(self._watchdog.pid, signal.SIGKILL)
 
     def close(self) -> None:
+        self._pid_pipe.close()
         os.close(self._pidfd)
 
 
-def spawn(cmd: Sequence[str], env: Mapping[str, str]) -> Child:
-    """Start `cmd` with `env` added to ours, stdout and stderr into one pipe. Raises OSError."""
-    read_fd, write_fd = os.pipe()
+def spawn(cmd: Sequence[str], env: Mapping[str, str], grace: float) -> Child:
+    """Start `cmd` under the watchdog, with `env` added to ours and stdout and stderr into one
+    pipe; the watchdog SIGKILLs the model `grace` seconds after a stop. Raises OSError."""
+    output_read, output_write = os.pipe()
+    pid_read, pid_write = os.pipe()
     try:
-        popen = subprocess.Popen(
-            cmd,
+        watchdog = subprocess.Popen(
+            watchdog_command(cmd, grace, pid_write),
             stdin=subprocess.DEVNULL,
-            stdout=write_fd,
-            stderr=write_fd,
+            stdout=output_write,
+            stderr=output_write,
             env={**os.environ, **env},
             start_new_session=True,
-            preexec_fn=_CHILD_SETUP,
+            pass_fds=(pid_write,),
         )
     except BaseException:
-        os.close(read_fd)
+        os.close(output_read)
+        os.close(pid_read)
         raise
     finally:
-        os.close(write_fd)
-    return Child(popen, read_fd)
+        os.close(output_write)
+        os.close(pid_write)
+    return Child(watchdog, output_read, pid_read)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

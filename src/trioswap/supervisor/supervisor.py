@@ -16,6 +16,7 @@ from trioswap.supervisor.lease import Lease
 from trioswap.supervisor.process import ServerContext
 from trioswap.supervisor.router import BeforeStop, ModelStatus, Router, TransitionListener
 from trioswap.supervisor.scheduler import ModelState, UnloadResult
+from trioswap.supervisor.sweep import find_survivors, instance_env, stop_survivors
 
 log = logging.getLogger("trioswap.supervisor")
 
@@ -35,7 +36,9 @@ class Supervisor:
         self.listeners: list[TransitionListener] = []
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own every model server until cancelled; cancelling stops them all."""
+        """Own every model server until cancelled; cancelling stops them all. First, stop what
+        an earlier trioswap on this config left running: it would hold the models' ports."""
+        await self._sweep()
         # No keep-alive for health probes: an idle connection left open to a model server makes
         # some (llama-server) wait for it when they are stopped.
         no_keepalive = httpx.Limits(max_keepalive_connections=0)
@@ -44,7 +47,11 @@ class Supervisor:
             trio.open_nursery() as nursery,
         ):
             context = ServerContext(
-                self._logs, health_client, self.config.health_check_timeout, self.config.start_port
+                self._logs,
+                health_client,
+                self.config.health_check_timeout,
+                self.config.start_port,
+                instance_env(self.config.path),
             )
             router = Router(self.config, context, nursery, self.listeners, self._before_stop)
             await nursery.start(router.run)
@@ -70,6 +77,13 @@ class Supervisor:
 
     def state_of(self, model: str) -> ModelState:
         return ModelState.STOPPED if self._router is None else self._router.state_of(model)
+
+    async def _sweep(self) -> None:
+        path, grace = self.config.path, self.config.unload_timeout
+        survivors = await trio.to_thread.run_sync(find_survivors, path)
+        if survivors:
+            for group in await trio.to_thread.run_sync(stop_survivors, survivors, grace):
+                log.warning("stopped what an earlier trioswap left running: %s", group.describe())
 
     async def _preload(self, model: str) -> None:
         try:
