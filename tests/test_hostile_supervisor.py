@@ -319,3 +319,26 @@ async def test_a_new_trioswap_stops_what_an_earlier_one_left_on_its_config(
         assert response.json()["responder"]["port"] == allocated_port(config, "a")
     finally:
         kill_all(pids)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="watchdog.py: with trioswap gone its stderr is a broken pipe, so _say() raises "
+    "BrokenPipeError before the SIGKILL and the watchdog exits leaving the model running",
+)
+async def test_sigkill_of_trioswap_kills_a_model_that_ignores_sigterm(launch: LaunchFn) -> None:
+    config = f"""
+startPort: {random_start_port()}
+models:
+  m:
+    cmd: {RESPONDER} --port ${{PORT}} --model-id m --ignore-sigterm --spawn-grandchild
+    unloadTimeout: 0.5
+"""
+    ts = await launch(config)
+    pids = await model_pids(ts, "m")
+    try:
+        ts.process.send_signal(signal.SIGKILL)
+        await ts.process.wait()
+        await wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=10)
+    finally:
+        kill_all(pids)
