@@ -29,7 +29,8 @@ from trioswap.errors import (
 UPSTREAM_CONNECTIONS = 256
 KEEPALIVE_EXPIRY = 30.0
 CORK_LIMIT = 65536
-_NON_ASCII = re.compile(rb"[\x80-\xff]")
+# What HTTP/1.1 does not allow raw in a request target (h11 refuses it).
+_NOT_VCHAR = re.compile(rb"[^\x21-\x7e]")
 
 
 class _CorkedStream(httpcore.AsyncNetworkStream):
@@ -139,11 +140,11 @@ def _percent_encode(match: re.Match[bytes]) -> bytes:
 
 def upstream_url(proxy: str, path: bytes, query: bytes) -> httpcore.URL:
     """The URL of `path?query` on a model server, the path and query as the client sent them;
-    bytes outside ASCII, which HTTP/1.1 does not allow raw in a target, percent-encoded."""
+    bytes HTTP/1.1 does not allow raw in a target (non-ASCII, space, controls: HTTP/2 clients
+    can send them) percent-encoded."""
     scheme, host, port, base = _origin(proxy)
     target = base + path + b"?" + query if query else base + path
-    if not target.isascii():
-        target = _NON_ASCII.sub(_percent_encode, target)
+    target = _NOT_VCHAR.sub(_percent_encode, target)
     return httpcore.URL(scheme=scheme, host=host, port=port, target=target)
 
 
