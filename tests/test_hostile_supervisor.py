@@ -321,11 +321,6 @@ async def test_a_new_trioswap_stops_what_an_earlier_one_left_on_its_config(
         kill_all(pids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watchdog.py: with trioswap gone its stderr is a broken pipe, so _say() raises "
-    "BrokenPipeError before the SIGKILL and the watchdog exits leaving the model running",
-)
 async def test_sigkill_of_trioswap_kills_a_model_that_ignores_sigterm(launch: LaunchFn) -> None:
     config = f"""
 startPort: {random_start_port()}

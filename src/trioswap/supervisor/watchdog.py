@@ -184,7 +184,12 @@ def _exit_like(status: int, prctl: Callable[..., int]) -> NoReturn:
 
 
 def _say(message: str) -> None:
-    print(f"trioswap watchdog: {message}", file=sys.stderr, flush=True)
+    # stderr is the model's log pipe; once trioswap is gone nobody reads it, and a failed write
+    # must not stop the watchdog from killing the group.
+    try:
+        os.write(2, f"trioswap watchdog: {message}\n".encode(errors="replace"))
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
