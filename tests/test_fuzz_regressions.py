@@ -2,9 +2,81 @@
 
 from __future__ import annotations
 
-import h11
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
+import h11
+import httpcore
+import httpx
+
+from trioswap.config import loads
+from trioswap.observe.logs import LogHub
+from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.sink import Sink
+from trioswap.pipeline.stage import StageContext
+from trioswap.pipeline.stages.stream import Stream
 from trioswap.pipeline.upstream import upstream_url
+from trioswap.protocols.errors import Family, Headers
+from trioswap.supervisor import ModelServer, Supervisor
+from trioswap.supervisor.process import ServerContext
+
+CONFIG = loads("models:\n  m:\n    cmd: server --port ${PORT}\n")
+
+
+class NoRequestBody:
+    def __init__(self) -> None:
+        self.present = False
+        self.framing: Headers = []
+
+    def check(self) -> None:
+        pass
+
+    async def read(self) -> bytes:
+        raise AssertionError("the body was read before the stream stage")
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        raise AssertionError("the body was read before the stream stage")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: Headers = []
+        self.data = b""
+
+    async def start(self, status: int, headers: Headers) -> None:
+        self.status = status
+        self.headers = headers
+
+    async def body(self, chunk: bytes, more: bool) -> None:
+        self.data += chunk
+
+
+async def relay(wire: bytes) -> Recorder:
+    """`wire`, a model server's answer, through the stream stage as fuzz_sse_relay does."""
+    recorder = Recorder()
+    logs = LogHub()
+    async with httpx.AsyncClient() as client:
+        context = ServerContext(logs, client, 1.0, CONFIG.start_port, {})
+        exchange = Exchange(
+            method="POST",
+            path="/v1/chat/completions",
+            raw_path=b"/v1/chat/completions",
+            query=b"",
+            headers=[],
+            sink=Sink(recorder, Family.OPENAI),
+            stack=AsyncExitStack(),
+            request_body=NoRequestBody(),
+            body=b'{"model": "m", "stream": true}',
+            model_name="m",
+            model_id="m",
+            upstream_path=b"/v1/chat/completions",
+            server=ModelServer(CONFIG.models["m"], 1, context, frozenset()),
+        )
+        backend = httpcore.AsyncMockBackend([wire])
+        async with httpcore.AsyncConnectionPool(network_backend=backend) as pool:
+            await Stream(StageContext(CONFIG, Supervisor(CONFIG, logs), pool))(exchange)
+    return recorder
 
 
 def test_a_query_with_control_characters_can_still_be_sent_upstream() -> None:
@@ -13,3 +85,17 @@ def test_a_query_with_control_characters_can_still_be_sent_upstream() -> None:
     for path, query in [(b"/", b"\x00/\x00/v1/cha"), (b"/a b\t", b"q=\x01 \x7f")]:
         url = upstream_url("http://127.0.0.1:5800", path, query)
         h11.Request(method=b"POST", target=url.target, headers=[(b"host", url.host)])
+
+
+async def test_an_event_stream_is_one_whatever_the_case_of_its_media_type() -> None:
+    # fuzz_sse_relay: `Text/Event-Stream` was relayed as opaque bytes, without the headers that
+    # keep proxies from buffering it, and an error mid-stream would cut it without an event.
+    events = b"data: 1\n\n"
+    recorder = await relay(
+        b"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream\r\nContent-Length: %d\r\n\r\n"
+        % len(events)
+        + events
+    )
+    assert recorder.status == 200 and recorder.data == events
+    assert (b"x-accel-buffering", b"no") in recorder.headers
+    assert b"content-length" not in dict(recorder.headers)

@@ -80,7 +80,8 @@ class Stream:
                     return True
                 out = [(k, v) for k, v in response.headers if k.lower() not in RESPONSE_DROP]
                 content_type = _header(response.headers, b"content-type")
-                events = content_type.startswith(b"text/event-stream")
+                # Media types are case-insensitive (RFC 9110, 8.3.1).
+                events = content_type.lower().startswith(b"text/event-stream")
                 if events:
                     out = [(k, v) for k, v in out if k.lower() not in _EVENT_STREAM_NAMES]
                     out.extend(EVENT_STREAM_HEADERS)
