@@ -198,6 +198,29 @@ async def test_unauthorized_100mb_body_is_refused_without_reading_it(launch: Lau
         assert rss.rise < 8, (path, f"RSS rose {rss.rise:.0f} MB")
 
 
+async def test_answers_go_out_whole_while_the_body_waits_unread(launch: LaunchFn) -> None:
+    # The body arrives with the head, so hypercorn has queued as much of it as it holds before
+    # trioswap answers from the headers: that answer must still go out, and the connection end.
+    broken = f"  broken:\n    cmd: {RESPONDER} --port ${{PORT}} --model-id b --fail-on-start"
+    ts = await launch(config(broken, top=f"apiKeys: [{KEY}]\nmaxRequestBodyMB: 1"))
+    key = f"x-api-key: {KEY}"
+    cases = [
+        (b"/v1/chat/completions", 3 * MB, 401, ()),
+        (b"/models/unload", 3 * MB, 401, ("content-type: application/json",)),
+        (b"/v1/messages", 3 * MB, 413, (key,)),
+        (b"/upstream/nope/v1/audio/speech", MB - 1, 404, (key,)),
+        # Answered only once the start failed: by then hypercorn holds all it will of the body.
+        (b"/upstream/broken/v1/audio/speech", MB - 1, 502, (key,)),
+    ]
+    for path, size, status, extra in cases:
+        with trio.fail_after(10):
+            stream = await connect(ts)
+            async with stream:
+                request = head("POST", path, f"content-length: {size}", *extra) + b"x" * size
+                answer = await send_until_answered(stream, request, len(request))
+        assert answer.status == status, (path, answer)
+
+
 async def test_declared_body_over_the_limit_is_413_at_once(launch: LaunchFn) -> None:
     ts = await launch(config(top="maxRequestBodyMB: 1"))
     for path, family in ((b"/v1/chat/completions", "openai"), (b"/v1/messages", "anthropic")):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trioswap.pipeline.sink import Sink
-from trioswap.protocols.errors import Family, Headers
+from trioswap.protocols.errors import Headers
 from trioswap.supervisor import ModelServer
 
 
@@ -55,10 +55,6 @@ class Exchange:
     # The path sent to the model server (bytes as they will go on the wire, before the query).
     upstream_path: bytes = b""
     server: ModelServer | None = None
-
-    @property
-    def family(self) -> Family:
-        return self.sink.family
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import trio
@@ -26,18 +27,29 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _CHUNKED: Headers = [(b"transfer-encoding", b"chunked")]
 
 
-class AsgiTransport:
-    """A `Sink`'s way to the client: ASGI response messages."""
+def _nothing() -> None:
+    pass
 
-    __slots__ = ("_send",)
+
+class AsgiTransport:
+    """A `Sink`'s way to the client: ASGI response messages.
+
+    `before_end` runs before the last one. hypercorn, once a response is complete, queues
+    `http.disconnect` for the app behind any request body the app did not read, and waits for
+    room: unless someone takes those messages (see `AsgiBody.release`), that wait is forever."""
+
+    __slots__ = ("_send", "before_end")
 
     def __init__(self, send: Send) -> None:
         self._send = send
+        self.before_end: Callable[[], None] = _nothing
 
     async def start(self, status: int, headers: Headers) -> None:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def body(self, chunk: bytes, more: bool) -> None:
+        if not more:
+            self.before_end()
         await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
 
 
@@ -53,10 +65,11 @@ class AsgiBody:
         "_declared",
         "_done",
         "_limit",
-        "_on_complete",
         "_receive",
         "_received",
         "_timeout",
+        "_watch",
+        "_watching",
         "framing",
         "present",
     )
@@ -67,13 +80,14 @@ class AsgiBody:
         headers: Headers,
         limit: int,
         timeout: float,
-        on_complete: Callable[[], None],
+        watch: Callable[[], None],
         client_gone: Callable[[], None],
     ) -> None:
         self._receive = receive
         self._limit = limit
         self._timeout = timeout
-        self._on_complete = on_complete
+        self._watch = watch
+        self._watching = False
         self._client_gone = client_gone
         self._received = 0
         self._declared: int | None = None
@@ -89,7 +103,17 @@ class AsgiBody:
                 self._declared = int(value)
                 self.framing = [(name, value)]
         self.present = bool(self.framing)
-        self._done = not self.present
+        self._done = False
+        if not self.present:
+            self.release()
+
+    def release(self) -> None:
+        """No more of the body will be read: from now on the ASGI messages go to `watch`, which
+        waits for the client to disconnect (and throws away what is left of the body)."""
+        if not self._watching:
+            self._watching = True
+            self._done = True
+            self._watch()
 
     def check(self) -> None:
         if self._declared is not None and self._declared > self._limit:
@@ -122,8 +146,7 @@ class AsgiBody:
                 self._done = True
                 raise PayloadTooLarge(self._limit)
             if not message.get("more_body", False):
-                self._done = True
-                self._on_complete()
+                self.release()
             return body
         self._done = True
         raise RequestTimeout(self._timeout)
@@ -150,56 +173,50 @@ class ProxyApp:
         await self._control(scope, receive, send)
 
     async def _serve(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
-        sink = Sink(AsgiTransport(send), pipeline.family)
-        # Shutdown cancels this scope for exchanges that outlive shutdownTimeout.
-        cut = self.in_flight.enter()
-        try:
-            with cut:
-                # A client that goes away cancels its exchange: the upstream request is closed
-                # and the lease returned.
-                async with trio.open_nursery() as nursery:
-                    exchange = self._exchange(scope, receive, sink, nursery)
-                    if exchange.method not in pipeline.methods:
-                        error = MethodNotAllowed(exchange.method, exchange.path)
-                        await deliver_error(exchange, error)
-                    elif self.in_flight.closing:
-                        await deliver_error(exchange, ShuttingDown())
-                    else:
-                        await run_pipeline(pipeline, exchange)
-                    nursery.cancel_scope.cancel()
-        finally:
-            self.in_flight.leave(cut)
-        if cut.cancelled_caught:
-            await deliver_error(exchange, ShuttingDown())
-
-    def _exchange(
-        self, scope: Scope, receive: Receive, sink: Sink, nursery: trio.Nursery
-    ) -> Exchange:
-        def watch_disconnect() -> None:
-            nursery.start_soon(_cancel_on_disconnect, receive, sink, nursery.cancel_scope)
-
-        # The disconnect is watched for once the request body is in: both read the same
-        # ASGI messages.
-        body = AsgiBody(
-            receive,
-            scope["headers"],
-            self._body_limit,
-            self._body_timeout,
-            watch_disconnect,
-            nursery.cancel_scope.cancel,
-        )
-        if not body.present:
-            watch_disconnect()
-        return Exchange(
-            method=scope["method"],
-            path=scope["path"],
-            raw_path=scope["raw_path"],
-            query=scope["query_string"],
-            headers=scope["headers"],
-            sink=sink,
-            stack=AsyncExitStack(),
-            request_body=body,
-        )
+        transport = AsgiTransport(send)
+        sink = Sink(transport, pipeline.family)
+        in_flight = self.in_flight
+        # A client that goes away cancels its exchange (the upstream request is closed and the
+        # lease returned); so does shutdown, for an exchange that outlives shutdownTimeout. The
+        # disconnect is watched for once the request body is in or given up on: both read the
+        # same ASGI messages.
+        async with trio.open_nursery() as nursery:
+            in_flight.enter(nursery.cancel_scope)
+            try:
+                body = AsgiBody(
+                    receive,
+                    scope["headers"],
+                    self._body_limit,
+                    self._body_timeout,
+                    watcher(receive, sink, nursery),
+                    nursery.cancel_scope.cancel,
+                )
+                transport.before_end = body.release
+                exchange = Exchange(
+                    method=scope["method"],
+                    path=scope["path"],
+                    raw_path=scope["raw_path"],
+                    query=scope["query_string"],
+                    headers=scope["headers"],
+                    sink=sink,
+                    stack=AsyncExitStack(),
+                    request_body=body,
+                )
+                if exchange.method not in pipeline.methods:
+                    await deliver_error(exchange, MethodNotAllowed(exchange.method, exchange.path))
+                elif in_flight.closing:
+                    await deliver_error(exchange, ShuttingDown())
+                else:
+                    await run_pipeline(pipeline, exchange)
+                nursery.cancel_scope.cancel()
+            finally:
+                in_flight.leave(nursery.cancel_scope)
+        if in_flight.cutting and sink.state is not DONE:
+            # The exchange's nursery is gone, and with it whoever took the ASGI messages.
+            async with trio.open_nursery() as nursery:
+                transport.before_end = watcher(receive, sink, nursery)
+                await deliver_error(exchange, ShuttingDown())
+                nursery.cancel_scope.cancel()
 
 
 def _shield_last_body(send: Send) -> Send:
@@ -215,6 +232,12 @@ def _shield_last_body(send: Send) -> Send:
             await send(message)
 
     return shielded
+
+
+def watcher(receive: Receive, sink: Sink, nursery: trio.Nursery) -> Callable[[], None]:
+    """What starts the task that takes every ASGI message until the client disconnects, and
+    then cancels `nursery` unless the response was complete."""
+    return partial(nursery.start_soon, _cancel_on_disconnect, receive, sink, nursery.cancel_scope)
 
 
 async def _cancel_on_disconnect(receive: Receive, sink: Sink, scope: trio.CancelScope) -> None:

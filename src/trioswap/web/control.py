@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -42,7 +43,7 @@ from trioswap.protocols.errors import (
     status_of,
 )
 from trioswap.supervisor import ModelState, Supervisor
-from trioswap.web.asgi import ASGIApp, AsgiTransport, Receive, Scope, Send
+from trioswap.web.asgi import ASGIApp, AsgiTransport, Receive, Scope, Send, watcher
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -66,7 +67,13 @@ def require_key(app: ASGIApp, api_keys: tuple[str, ...]) -> ASGIApp:
             request_id = new_request_id()
             log.info("%s %s %s -> 401: %s", request_id, kind, clip(scope["path"]), error)
             if kind == "http":
-                await Sink(AsgiTransport(send), Family.OPENAI).fail(error, request_id)
+                # The body is never read: the watcher takes it while the answer goes out.
+                async with trio.open_nursery() as nursery:
+                    transport = AsgiTransport(send)
+                    sink = Sink(transport, Family.OPENAI)
+                    transport.before_end = watcher(receive, sink, nursery)
+                    await sink.fail(error, request_id)
+                    nursery.cancel_scope.cancel()
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return

@@ -1,8 +1,8 @@
 """The inference exchanges in flight, so that shutdown can let them finish and then end the rest.
 
-Each exchange runs inside a cancel scope it gets from `enter()`. Shutdown `close()`s (exchanges
-that arrive later, on connections already open, are answered 503), waits for `idle()`, and
-`cut()`s whatever is left: each cut exchange sees its scope cancelled and answers with an error
+Each exchange registers the cancel scope it runs in. Shutdown `close()`s (exchanges that arrive
+later, on connections already open, are answered 503), waits for `idle()`, and `cut()`s whatever
+is left: each cut exchange sees its scope cancelled and, seeing `cutting`, answers with an error
 in its family itself.
 """
 
@@ -16,14 +16,13 @@ class InFlight:
         self._scopes: set[trio.CancelScope] = set()
         self._idle: trio.Event | None = None
         self.closing = False
+        self.cutting = False
 
     def __len__(self) -> int:
         return len(self._scopes)
 
-    def enter(self) -> trio.CancelScope:
-        scope = trio.CancelScope()
+    def enter(self, scope: trio.CancelScope) -> None:
         self._scopes.add(scope)
-        return scope
 
     def leave(self, scope: trio.CancelScope) -> None:
         self._scopes.discard(scope)
@@ -40,5 +39,6 @@ class InFlight:
             await self._idle.wait()
 
     def cut(self) -> None:
+        self.cutting = True
         for scope in self._scopes:
             scope.cancel()
