@@ -9,11 +9,14 @@ import h11
 import httpcore
 import httpx
 
+from trioswap.clip import clip
 from trioswap.config import loads
+from trioswap.errors import ModelNotFound
 from trioswap.observe.logs import LogHub
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.sink import Sink
 from trioswap.pipeline.stage import StageContext
+from trioswap.pipeline.stages.resolve import body_model
 from trioswap.pipeline.stages.stream import Stream
 from trioswap.pipeline.upstream import upstream_url
 from trioswap.protocols.errors import Family, Headers
@@ -99,3 +102,12 @@ async def test_an_event_stream_is_one_whatever_the_case_of_its_media_type() -> N
     assert recorder.status == 200 and recorder.data == events
     assert (b"x-accel-buffering", b"no") in recorder.headers
     assert b"content-length" not in dict(recorder.headers)
+
+
+def test_a_model_name_with_a_lone_surrogate_can_be_logged() -> None:
+    # fuzz_request_model: JSON lets a client send `"\\udc00"`; the name went unescaped into
+    # log lines, and GET /logs/stream, which writes them out as UTF-8, failed on it.
+    name, _ = body_model(b'{"model": "x\\udc00\\ud800y"}', b"application/json")
+    assert name == "x\udc00\ud800y"
+    assert clip(name) == "x\\udc00\\ud800y"
+    str(ModelNotFound(name)).encode()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 
 CLIP_CHARS = 200
-# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and surrogates (a JSON
+# string can hold one alone, and then the text cannot be written out as UTF-8).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def _escape(match: re.Match[str]) -> str:
