@@ -13,7 +13,6 @@ import time
 
 import trio
 
-from trioswap.errors import TrioswapError
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.stages.stream import EVENT_STREAM_HEADERS
@@ -39,17 +38,11 @@ class Swap:
             and exchange.json.get("stream") is True
             and self._supervisor.state_of(model_id) is not ModelState.READY
         ):
-            failure: TrioswapError | None = None
+            # A failed start leaves this nursery in an exception group; the runner unwraps it.
             async with trio.open_nursery() as nursery:
                 await nursery.start(_report_loading, exchange, model_id)
-                try:
-                    exchange.server = await exchange.stack.enter_async_context(lease)
-                except TrioswapError as error:
-                    # Raised from here it would reach the runner wrapped in an ExceptionGroup.
-                    failure = error
+                exchange.server = await exchange.stack.enter_async_context(lease)
                 nursery.cancel_scope.cancel()
-            if failure is not None:
-                raise failure
             await _send_reasoning(exchange, model_id, "Model loaded.\n\n")
         else:
             exchange.server = await exchange.stack.enter_async_context(lease)
