@@ -121,9 +121,14 @@ class AsgiBody:
 
     async def read(self) -> bytes:
         self.check()
-        chunks = [chunk async for chunk in self]
-        if len(chunks) == 1:
-            return chunks[0]
+        if self._done:
+            return b""
+        first = await self.__anext__()
+        if self._done:  # usually: the whole body came in one message
+            return first
+        chunks = [first]
+        async for chunk in self:
+            chunks.append(chunk)
         return b"".join(chunks)
 
     def __aiter__(self) -> AsgiBody:
