@@ -182,31 +182,13 @@ class ProxyApp:
         sink = Sink(transport, pipeline.family)
         in_flight = self.in_flight
         # A client that goes away cancels its exchange (the upstream request is closed and the
-        # lease returned); so does shutdown, for an exchange that outlives shutdownTimeout. The
-        # disconnect is watched for once the request body is in or given up on: both read the
-        # same ASGI messages.
-        async with trio.open_nursery() as nursery:
-            in_flight.enter(nursery.cancel_scope)
-            try:
-                body = AsgiBody(
-                    receive,
-                    scope["headers"],
-                    self._body_limit,
-                    self._body_timeout,
-                    watcher(receive, sink, nursery),
-                    nursery.cancel_scope.cancel,
-                )
-                transport.before_end = body.release
-                exchange = Exchange(
-                    method=scope["method"],
-                    path=scope["path"],
-                    raw_path=scope["raw_path"],
-                    query=scope["query_string"],
-                    headers=scope["headers"],
-                    sink=sink,
-                    stack=AsyncExitStack(),
-                    request_body=body,
-                )
+        # lease returned); so does shutdown, for an exchange that outlives shutdownTimeout.
+        cut: trio.CancelScope | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                cut = nursery.cancel_scope
+                in_flight.enter(cut)
+                exchange = self._exchange(scope, receive, transport, sink, nursery)
                 if exchange.method not in pipeline.methods:
                     await deliver_error(exchange, MethodNotAllowed(exchange.method, exchange.path))
                 elif in_flight.closing:
@@ -214,14 +196,45 @@ class ProxyApp:
                 else:
                     await run_pipeline(pipeline, exchange)
                 nursery.cancel_scope.cancel()
-            finally:
-                in_flight.leave(nursery.cancel_scope)
-        if in_flight.cutting and sink.state is not DONE:
-            # The exchange's nursery is gone, and with it whoever took the ASGI messages.
-            async with trio.open_nursery() as nursery:
-                transport.before_end = watcher(receive, sink, nursery)
-                await deliver_error(exchange, ShuttingDown())
-                nursery.cancel_scope.cancel()
+            if in_flight.cutting and sink.state is not DONE:
+                # The exchange's nursery is gone, and with it whoever took the ASGI messages.
+                async with trio.open_nursery() as nursery:
+                    transport.before_end = watcher(receive, sink, nursery)
+                    await deliver_error(exchange, ShuttingDown())
+                    nursery.cancel_scope.cancel()
+        finally:
+            if cut is not None:
+                in_flight.leave(cut)
+
+    def _exchange(
+        self,
+        scope: Scope,
+        receive: Receive,
+        transport: AsgiTransport,
+        sink: Sink,
+        nursery: trio.Nursery,
+    ) -> Exchange:
+        # The disconnect is watched for once the request body is in or given up on: both read
+        # the same ASGI messages.
+        body = AsgiBody(
+            receive,
+            scope["headers"],
+            self._body_limit,
+            self._body_timeout,
+            watcher(receive, sink, nursery),
+            nursery.cancel_scope.cancel,
+        )
+        transport.before_end = body.release
+        return Exchange(
+            method=scope["method"],
+            path=scope["path"],
+            raw_path=scope["raw_path"],
+            query=scope["query_string"],
+            headers=scope["headers"],
+            sink=sink,
+            stack=AsyncExitStack(),
+            request_body=body,
+        )
 
 
 def _shield_last_body(send: Send) -> Send:
