@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import anthropic
 import httpx
+import openai
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -617,7 +619,6 @@ async def test_clients_that_are_not_browsers_work_everywhere(launch: LaunchFn) -
 
 
 async def test_the_openai_sdk_still_works(launch: LaunchFn) -> None:
-    openai = pytest.importorskip("openai")
     ts = await launch(config())
     client = openai.AsyncOpenAI(base_url=f"{ts.url}/v1", api_key="unused")
     try:
@@ -626,5 +627,17 @@ async def test_the_openai_sdk_still_works(launch: LaunchFn) -> None:
         )
         assert completion.choices[0].message.content
         assert [model.id async for model in client.models.list()] == ["m"]
+    finally:
+        await client.close()
+
+
+async def test_the_anthropic_sdk_still_works(launch: LaunchFn) -> None:
+    ts = await launch(config())
+    client = anthropic.AsyncAnthropic(base_url=ts.url, api_key="unused")
+    try:
+        message = await client.messages.create(
+            model="m", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert message.content
     finally:
         await client.close()
