@@ -9,11 +9,12 @@ On a 2-core machine the CPU this saves in the model server is CPU trioswap gets 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 import ssl
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import httpcore
@@ -26,11 +27,19 @@ from trioswap.errors import (
     UpstreamTimeout,
 )
 
-UPSTREAM_CONNECTIONS = 256
-KEEPALIVE_EXPIRY = 30.0
+# Connections to model servers are not capped: each serves one client connection, so the client
+# side already bounds them, and a cap only makes streams past it wait without a status line.
+IDLE_CONNECTIONS = 256
+# Below the 5 s after which llama-server (cpp-httplib) and hypercorn close an idle connection, so
+# a pooled connection is rarely reused just as its server closes it.
+KEEPALIVE_EXPIRY = 4.0
 CORK_LIMIT = 65536
 # What HTTP/1.1 does not allow raw in a request target (h11 refuses it).
 _NOT_VCHAR = re.compile(rb"[^\x21-\x7e]")
+
+
+# Whether the request being sent in this task went out on a connection that served one before.
+_reused: contextvars.ContextVar[bool] = contextvars.ContextVar("reused", default=False)
 
 
 class _CorkedStream(httpcore.AsyncNetworkStream):
@@ -38,8 +47,14 @@ class _CorkedStream(httpcore.AsyncNetworkStream):
         self._inner = inner
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._requests = 0
+        self._reading = True  # the next write starts a request
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._reading:
+            self._reading = False
+            _reused.set(self._requests > 0)
+            self._requests += 1
         if buffer:
             self._pending.append(buffer)
             self._pending_size += len(buffer)
@@ -48,6 +63,7 @@ class _CorkedStream(httpcore.AsyncNetworkStream):
                 await self._flush(timeout)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._reading = True
         if self._pending:
             await self._flush(timeout)
         return await self._inner.read(max_bytes, timeout)
@@ -102,8 +118,8 @@ class _CorkedBackend(httpcore.AsyncNetworkBackend):
 
 def open_upstream_pool() -> httpcore.AsyncConnectionPool:
     return httpcore.AsyncConnectionPool(
-        max_connections=UPSTREAM_CONNECTIONS,
-        max_keepalive_connections=UPSTREAM_CONNECTIONS,
+        max_connections=None,
+        max_keepalive_connections=IDLE_CONNECTIONS,
         keepalive_expiry=KEEPALIVE_EXPIRY,
         network_backend=_CorkedBackend(),
     )
@@ -117,6 +133,28 @@ async def close_idle_connections(pool: httpcore.AsyncConnectionPool, base_url: s
     for connection in pool.connections:
         if connection.is_idle() and connection.can_handle_request(origin):
             await connection.aclose()
+
+
+async def open_response(
+    stack: AsyncExitStack,
+    pool: httpcore.AsyncConnectionPool,
+    replayable: bool,
+    **request: Any,
+) -> httpcore.Response:
+    """Send a request (`pool.stream`'s arguments) and return its response once the head is in;
+    `stack` closes it.
+
+    A server may close an idle keep-alive connection just as the pool hands it to a request; the
+    request then fails before any answer, having never been seen. Such a request is sent once
+    more on a new connection, as nginx and Go's HTTP client do, when its body can be sent again
+    (bytes, not a stream being passed through)."""
+    _reused.set(False)
+    try:
+        return await stack.enter_async_context(pool.stream(**request))
+    except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
+        if not (replayable and _reused.get()):
+            raise
+        return await stack.enter_async_context(pool.stream(**request))
 
 
 def upstream_timeouts(model: ModelConfig) -> dict[str, float | None]:

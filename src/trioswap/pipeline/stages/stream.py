@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 import httpcore
 
@@ -17,7 +18,12 @@ from trioswap.errors import UpstreamError
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.sink import PENDING
 from trioswap.pipeline.stage import StageContext
-from trioswap.pipeline.upstream import upstream_errors, upstream_timeouts, upstream_url
+from trioswap.pipeline.upstream import (
+    open_response,
+    upstream_errors,
+    upstream_timeouts,
+    upstream_url,
+)
 from trioswap.protocols.errors import Headers
 
 HOP_BY_HOP = frozenset(
@@ -67,14 +73,19 @@ class Stream:
             headers.extend(exchange.request_body.framing)
         url = upstream_url(model.proxy, exchange.upstream_path, exchange.query)
         sink = exchange.sink
+        replayable = not isinstance(content, AsyncIterator)
         with upstream_errors(model):
-            async with self._pool.stream(
-                exchange.method,
-                url,
-                headers=headers,
-                content=content,
-                extensions=self._extensions[exchange.model_id],
-            ) as response:
+            async with AsyncExitStack() as stack:
+                response = await open_response(
+                    stack,
+                    self._pool,
+                    replayable,
+                    method=exchange.method,
+                    url=url,
+                    headers=headers,
+                    content=content,
+                    extensions=self._extensions[exchange.model_id],
+                )
                 if sink.state is not PENDING:
                     await _continue_stream(exchange, response)
                     return True
