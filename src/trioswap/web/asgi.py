@@ -10,12 +10,18 @@ from typing import Any
 
 import trio
 
-from trioswap.errors import MethodNotAllowed, PayloadTooLarge, RequestTimeout, ShuttingDown
+from trioswap.errors import (
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestTimeout,
+    ShuttingDown,
+    TrioswapError,
+)
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.loader import Pipeline, RouteTable
 from trioswap.pipeline.runner import deliver_error, run_pipeline
 from trioswap.pipeline.sink import DONE, Sink
-from trioswap.protocols.errors import Headers
+from trioswap.protocols.errors import Family, Headers
 from trioswap.web.inflight import InFlight
 
 Scope = MutableMapping[str, Any]
@@ -250,6 +256,19 @@ def _shield_last_body(send: Send) -> Send:
             await send(message)
 
     return shielded
+
+
+async def answer_unread(
+    receive: Receive, send: Send, family: Family, error: TrioswapError, request_id: str
+) -> None:
+    """Answer `error` to a request whose body is never read (refused on its headers): the
+    watcher takes the body while the answer goes out (see `AsgiTransport`)."""
+    async with trio.open_nursery() as nursery:
+        transport = AsgiTransport(send)
+        sink = Sink(transport, family)
+        transport.before_end = watcher(receive, sink, nursery)
+        await sink.fail(error, request_id)
+        nursery.cancel_scope.cancel()
 
 
 def watcher(receive: Receive, sink: Sink, nursery: trio.Nursery) -> Callable[[], None]:

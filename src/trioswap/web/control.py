@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -34,7 +33,6 @@ from trioswap.errors import (
     Unauthorized,
 )
 from trioswap.observe.logs import ALL, PROXY, UPSTREAM, LogHub
-from trioswap.pipeline.sink import Sink
 from trioswap.protocols.errors import (
     Family,
     error_body,
@@ -43,7 +41,7 @@ from trioswap.protocols.errors import (
     status_of,
 )
 from trioswap.supervisor import ModelState, Supervisor
-from trioswap.web.asgi import ASGIApp, AsgiTransport, Receive, Scope, Send, watcher
+from trioswap.web.asgi import ASGIApp, Receive, Scope, Send, answer_unread
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -67,13 +65,7 @@ def require_key(app: ASGIApp, api_keys: tuple[str, ...]) -> ASGIApp:
             request_id = new_request_id()
             log.info("%s %s %s -> 401: %s", request_id, kind, clip(scope["path"]), error)
             if kind == "http":
-                # The body is never read: the watcher takes it while the answer goes out.
-                async with trio.open_nursery() as nursery:
-                    transport = AsgiTransport(send)
-                    sink = Sink(transport, Family.OPENAI)
-                    transport.before_end = watcher(receive, sink, nursery)
-                    await sink.fail(error, request_id)
-                    nursery.cancel_scope.cancel()
+                await answer_unread(receive, send, Family.OPENAI, error, request_id)
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return

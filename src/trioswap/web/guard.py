@@ -37,10 +37,11 @@ import logging
 import re
 from collections.abc import Iterable
 
+from trioswap.clip import clip
 from trioswap.errors import Forbidden
 from trioswap.pipeline.loader import RouteTable
-from trioswap.protocols.errors import Family, error_bytes
-from trioswap.web.asgi import ASGIApp, Message, Receive, Scope, Send
+from trioswap.protocols.errors import Family, new_request_id
+from trioswap.web.asgi import ASGIApp, Message, Receive, Scope, Send, answer_unread
 
 log = logging.getLogger("trioswap.guard")
 
@@ -55,7 +56,6 @@ _ALLOW_METHODS = b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 # Headers a browser script may read from a response (the CORS-safelisted ones need no mention).
 _EXPOSE_HEADERS = b"x-request-id, request-id, retry-after"
 PREFLIGHT_MAX_AGE = 600
-SHOWN_CHARS = 200
 HOSTS_SEEN_LIMIT = 32
 FORM_MESSAGE = (
     "control routes take no body but JSON (Content-Type: application/json); form and "
@@ -92,7 +92,7 @@ class Guard:
         headers = dict(scope["headers"])
         host = headers.get(b"host")
         if self._check_host and host and host not in self._hosts_seen and not self._allowed(host):
-            await self._refuse(scope, send, _host_message(host))
+            await self._refuse(scope, receive, send, _host_message(host))
             return
         origin = headers.get(b"origin")
         if origin is not None and (self._any_origin or origin in self._origins):
@@ -104,7 +104,7 @@ class Guard:
         elif (origin is not None or b"sec-fetch-site" in headers) and not self._first_party(
             scope, headers, origin, host
         ):
-            await self._refuse(scope, send, _cross_site_message(origin))
+            await self._refuse(scope, receive, send, _cross_site_message(origin))
             return
         if (
             kind == "http"
@@ -112,7 +112,7 @@ class Guard:
             and self._routes.match(scope["path"]) is None
             and _form_like(headers)
         ):
-            await self._refuse(scope, send, FORM_MESSAGE)
+            await self._refuse(scope, receive, send, FORM_MESSAGE)
             return
         await self._app(scope, receive, send)
 
@@ -167,11 +167,13 @@ class Guard:
     def _allow_origin(self, origin: bytes) -> bytes:
         return b"*" if self._any_origin else origin
 
-    async def _refuse(self, scope: Scope, send: Send, message: str) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, message: str) -> None:
+        request_id = new_request_id()
         log.info(
-            "refused %s %s: %s",
+            "%s refused %s %s: %s",
+            request_id,
             scope.get("method", "websocket"),
-            _show(scope["path"].encode("utf-8", "replace")),
+            clip(scope["path"]),
             message,
         )
         if scope["type"] == "websocket":
@@ -180,18 +182,7 @@ class Guard:
             return
         pipeline = self._routes.match(scope["path"])
         family = pipeline.family if pipeline is not None else Family.OPENAI
-        body = error_bytes(family, Forbidden(message))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await answer_unread(receive, send, family, Forbidden(message), request_id)
 
 
 async def send_preflight(send: Send, allow_origin: bytes, headers: dict[bytes, bytes]) -> None:
@@ -252,22 +243,14 @@ def _form_like(headers: dict[bytes, bytes]) -> bool:
 
 def _host_message(host: bytes) -> str:
     return (
-        f"trioswap does not answer to Host {_show(host)} (a defence against DNS rebinding); "
+        f"trioswap does not answer to Host {clip(host)!r} (a defence against DNS rebinding); "
         "add the name to allowedHosts if you reach trioswap by it"
     )
 
 
 def _cross_site_message(origin: bytes | None) -> str:
-    source = f"from {_show(origin)}" if origin is not None else "from another site"
+    source = f"from {clip(origin)!r}" if origin is not None else "from another site"
     return (
         f"cross-site request {source} refused; to let a web page call trioswap, add its "
         "origin to cors.origins"
     )
-
-
-def _show(value: bytes) -> str:
-    """A client-supplied value for a log line or an error message: bounded and escaped."""
-    text = value.decode("latin-1")
-    if len(text) > SHOWN_CHARS:
-        text = text[:SHOWN_CHARS] + "…"
-    return repr(text)
