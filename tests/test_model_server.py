@@ -18,7 +18,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from tests.conftest import pid_alive, random_start_port
+from tests.conftest import pid_alive, random_start_port, wait_until
 from trioswap.config import PORT_SPAN, loads
 from trioswap.observe.logs import LogHub
 from trioswap.supervisor.ports import place
@@ -239,3 +239,24 @@ def test_a_model_without_a_port_of_trioswaps_is_placed_as_it_is() -> None:
     config = loads("models:\n  m: {cmd: sleep 9, proxy: 'http://127.0.0.1:1'}\n")
     model = config.models["m"]
     assert place(model, 5800, frozenset()) is model
+
+
+async def test_output_without_newlines_reaches_the_log_as_it_comes(
+    clock: MockClock, health_client: httpx.AsyncClient
+) -> None:
+    # A server printing megabytes with no newline (a progress bar, a binary dump) must not be
+    # held in trioswap's memory until it prints one.
+    script = "head -c 3000000 /dev/zero | tr '\\\\0' x; exec sleep 1000"
+    logs = LogHub()
+    server = make_server(
+        health_client,
+        f"{{cmd: sh -c \"{script}\", proxy: '{CLOSED}', checkEndpoint: none}}",
+        logs=logs,
+    )
+    reports = Reports()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run, reports)
+        await reports.until(Healthy)
+        await wait_until(lambda: bool(logs.tail("m", 1)), timeout=10)
+        server.stop()
+        await reports.until(Exited)

@@ -257,6 +257,11 @@ class ModelServer:
                 async with stream:
                     while chunk := await stream.receive_some(READ_CHUNK):
                         *lines, pending = (pending + chunk).split(b"\n")
+                        if len(pending) > READ_CHUNK:
+                            # Output with no newline (a progress bar, a binary dump) is written
+                            # as lines of at most this much, not held in memory without bound.
+                            lines.append(pending)
+                            pending = b""
                         for line in lines:
                             logs.write_model(model, line.rstrip(b"\r").decode(errors="replace"))
             if pending:
