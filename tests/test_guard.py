@@ -654,3 +654,14 @@ async def test_the_anthropic_sdk_still_works(launch: LaunchFn) -> None:
         assert message.content
     finally:
         await client.close()
+
+
+async def test_exposure_without_api_keys_is_warned_about(launch: LaunchFn) -> None:
+    exposed = await launch(config(), "--listen", "0.0.0.0:0")
+    await exposed.wait_for_output(r"listening on 0\.0\.0\.0:0 without apiKeys")
+    keyed = await launch(config("apiKeys: [k]"), "--listen", "0.0.0.0:0")
+    local = await launch(config())
+    for quiet in (keyed, local):
+        async with quiet.client() as client:
+            assert (await client.get("/health")).status_code == 200
+        assert quiet.count_output("without apiKeys") == 0
