@@ -221,7 +221,8 @@ class Sampler(threading.Thread):
 
     def sample(self) -> None:
         pid = self.target.proc.pid
-        children = harness.children(pid)
+        # trioswap's children are the watchdogs; the model servers are their children.
+        children = [p for c in harness.children(pid) for p in (c, *harness.children(c))]
         for child in children:
             cpu = harness.cpu_seconds(child)
             self.model_cpu.setdefault(child, [cpu, cpu])[1] = cpu
