@@ -262,9 +262,17 @@ async def answer_unread(
     receive: Receive, send: Send, family: Family, error: TrioswapError, request_id: str
 ) -> None:
     """Answer `error` to a request whose body is never read (refused on its headers): the
-    watcher takes the body while the answer goes out (see `AsgiTransport`)."""
+    watcher takes the body while the answer goes out (see `AsgiTransport`), and the connection
+    closes after it, so the client doesn't send its next request down a connection that still
+    holds this one's unread body."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], (b"connection", b"close")]
+        await send(message)
+
     async with trio.open_nursery() as nursery:
-        transport = AsgiTransport(send)
+        transport = AsgiTransport(closing)
         sink = Sink(transport, family)
         transport.before_end = watcher(receive, sink, nursery)
         await sink.fail(error, request_id)
