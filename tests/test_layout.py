@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from trioswap.assets import FOLDERS, data_folder
+from trioswap.config import loads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,3 +62,10 @@ async def test_an_installed_wheel_ships_and_finds_them(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr.decode()
     found = result.stdout.decode().split()
     assert found == [str(target / "trioswap" / "_data" / name) for name in FOLDERS]
+
+
+def test_the_example_config_is_valid() -> None:
+    text = (data_folder("config") / "example.yaml").read_text(encoding="utf-8")
+    config = loads(text, "example.yaml", {"TRIOSWAP_API_KEY": "k"})
+    assert config.cors_origins and config.allowed_hosts
+    assert config.models["qwen-7b"].response_header_timeout == 600
