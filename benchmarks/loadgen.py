@@ -432,14 +432,7 @@ class RawClient:
                 timed.first_byte = now
             buffer += data
         head, _, buffer = buffer.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        match = re.match(r"HTTP/1\.[01] (\d{3})", status_line)
-        if match is None:
-            raise ProtocolError(f"bad status line {status_line!r}")
-        timed.status = int(match.group(1))
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            timed.headers[name.strip().lower()] = value.strip()
+        _parse_head(head, timed)
         is_stream = timed.headers.get("content-type", "").startswith("text/event-stream")
         events = _EventSplitter(timed) if is_stream else None
         body_parts: list[bytes] = []
@@ -558,6 +551,18 @@ def pooled_gaps(samples: Sequence[Timed]) -> list[float]:
     return gaps
 
 
+def _parse_head(head: bytes, timed: Timed) -> None:
+    """A response's status line and headers into `timed`."""
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    match = re.match(r"HTTP/1\.[01] (\d{3})", status_line)
+    if match is None:
+        raise ProtocolError(f"bad status line {status_line!r}")
+    timed.status = int(match.group(1))
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        timed.headers[name.strip().lower()] = value.strip()
+
+
 class ResponseParser:
     """An HTTP/1.1 response read incrementally, without I/O: for clients that do their own
     reading (on trio or asyncio, thousands of connections at once), where `RawClient`'s blocking
@@ -639,14 +644,7 @@ class ResponseParser:
 
     def _head(self, head: bytes, now: float) -> None:
         timed = self.timed
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        match = re.match(r"HTTP/1\.[01] (\d{3})", status_line)
-        if match is None:
-            raise ProtocolError(f"bad status line {status_line!r}")
-        timed.status = int(match.group(1))
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            timed.headers[name.strip().lower()] = value.strip()
+        _parse_head(head, timed)
         if timed.headers.get("content-type", "").startswith("text/event-stream"):
             self._events = _EventSplitter(timed)
         if timed.headers.get("transfer-encoding", "").lower() == "chunked":
