@@ -55,6 +55,30 @@ async def wait_until(
             await trio.sleep(0.02)
 
 
+def chat(model: str = "m", **extra: object) -> dict[str, object]:
+    """A minimal chat completion request body."""
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def pair_config(extra_a: str = "", extra_b: str = "", top: str = "") -> str:
+    """Two responder models, `a` (alias `alpha`) and `b`, in one swap group."""
+    return f"""
+healthCheckTimeout: 20
+startPort: {random_start_port()}
+{top}
+models:
+  a:
+    cmd: {RESPONDER} --port ${{PORT}} --model-id a {extra_a}
+    aliases: [alpha]
+  b:
+    cmd: {RESPONDER} --port ${{PORT}} --model-id b {extra_b}
+groups:
+  pair:
+    swap: true
+    members: [a, b]
+"""
+
+
 class Trioswap:
     """A running `python -m trioswap` and what it printed."""
 

@@ -17,33 +17,14 @@ from tests.conftest import (
     RESPONDER,
     LaunchFn,
     Trioswap,
+    chat,
     kill_group,
+    pair_config,
     pid_alive,
     random_start_port,
     wait_until,
 )
 from trioswap.config import loads
-
-
-def chat(model: str, **extra: object) -> dict[str, object]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
-
-
-def pair_config(extra_a: str = "", top: str = "") -> str:
-    return f"""
-healthCheckTimeout: 20
-startPort: {random_start_port()}
-{top}
-models:
-  a:
-    cmd: {RESPONDER} --port ${{PORT}} --model-id a {extra_a}
-  b:
-    cmd: {RESPONDER} --port ${{PORT}} --model-id b
-groups:
-  pair:
-    swap: true
-    members: [a, b]
-"""
 
 
 def allocated_port(config_text: str, model: str) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 import trio
 
-from tests.conftest import RESPONDER, LaunchFn, Trioswap, random_start_port, wait_until
+from tests.conftest import RESPONDER, LaunchFn, Trioswap, chat, random_start_port, wait_until
 
 MB = 1024 * 1024
 KEY = "sk-hostile"
@@ -33,10 +33,6 @@ models:
     cmd: {RESPONDER} --port ${{PORT}} --model-id m {flags}
 {model_extra}
 """
-
-
-def chat(model: str = "m", **extra: object) -> dict[str, object]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
 
 
 def rss_mb(pid: int) -> float:

@@ -9,7 +9,7 @@ import signal
 import httpx
 import trio
 
-from tests.conftest import RESPONDER, LaunchFn, pid_alive, random_start_port, wait_until
+from tests.conftest import RESPONDER, LaunchFn, chat, pid_alive, random_start_port, wait_until
 
 
 def one_model(flags: str = "", top: str = "healthCheckTimeout: 20", model: str = "") -> str:
@@ -21,10 +21,6 @@ models:
     cmd: {RESPONDER} --port ${{PORT}} --model-id m {flags}
 {model}
 """
-
-
-def chat(model: str = "m", **extra: object) -> dict[str, object]:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
 
 
 async def test_failed_start_is_502_with_log_lines_and_next_request_retries(

@@ -6,29 +6,7 @@ import json
 
 import trio
 
-from tests.conftest import RESPONDER, LaunchFn, random_start_port, wait_until
-
-
-def pair_config(extra_a: str = "", extra_b: str = "", top: str = "") -> str:
-    return f"""
-healthCheckTimeout: 20
-startPort: {random_start_port()}
-{top}
-models:
-  a:
-    cmd: {RESPONDER} --port ${{PORT}} --model-id a {extra_a}
-    aliases: [alpha]
-  b:
-    cmd: {RESPONDER} --port ${{PORT}} --model-id b {extra_b}
-groups:
-  pair:
-    swap: true
-    members: [a, b]
-"""
-
-
-def chat(model: str, **extra: object) -> dict[str, object]:
-    return {"model": model, "messages": [{"role": "user", "content": "hello there"}], **extra}
+from tests.conftest import RESPONDER, LaunchFn, chat, pair_config, random_start_port, wait_until
 
 
 async def test_swap_a_b_a_with_running_at_each_step(launch: LaunchFn) -> None:
