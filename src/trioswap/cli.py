@@ -1,4 +1,5 @@
-"""Command line: `trioswap [--config FILE] [--listen HOST:PORT]` and `trioswap validate FILE`."""
+"""Command line: `trioswap [--config FILE] [--config-dir DIR] [--listen HOST:PORT]`,
+`trioswap validate [--strict] [--json] FILE` and `trioswap schema`."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ import trio
 
 from trioswap import __version__
 from trioswap.assets import data_folder
-from trioswap.config import LOG_LEVELS, Config, load, redacted
+from trioswap.config import (
+    LOG_LEVELS,
+    Config,
+    json_schema,
+    load,
+    load_dir,
+    redacted,
+    summary,
+)
 from trioswap.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -36,12 +45,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--version", action="version", version=f"trioswap {__version__}")
     parser.add_argument("--config", "-c", help="YAML config file (llama-swap format)")
+    parser.add_argument(
+        "--config-dir", help="also read every *.yaml/*.yml here, merged in name order"
+    )
+    parser.add_argument("--strict", action="store_true", help="treat config warnings as errors")
     parser.add_argument("--listen", "-l", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides logLevel")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("responder", help="run the bundled test/demo upstream server (see --help)")
-    validate = sub.add_parser("validate", help="check a config; print it resolved or its errors")
-    validate.add_argument("file", help="YAML config file")
+    validate = sub.add_parser("validate", help="check a config: its warnings, errors, summary")
+    validate.add_argument("file", nargs="?", help="YAML config file (default: --config)")
+    validate.add_argument(
+        "--strict", action="store_true", default=argparse.SUPPRESS, help="warnings are errors"
+    )
+    validate.add_argument("--json", action="store_true", help="print the resolved config")
+    sub.add_parser("schema", help="print the config file's JSON Schema")
     return parser.parse_args(argv)
 
 
@@ -61,28 +79,55 @@ def main(argv: list[str] | None = None) -> int:
         responder_main(argv[1:])
     os.environ.setdefault("TRIOSWAP_SELF", self_command())
     args = parse_args(argv)
+    if args.command == "schema":
+        return _print(json.dumps(json_schema(), indent=2))
     if args.command == "validate":
-        return _validate(args.file)
-    path = args.config or demo_config_path()
+        return _validate(args)
+    demo = args.config is None and args.config_dir is None
     try:
-        config = load(path)
+        config = _load(args.config or (None if args.config_dir else demo_config_path()), args)
     except ConfigError as exc:
         print(f"trioswap: invalid config\n{exc}", file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        print(f"trioswap: warning: {warning}", file=sys.stderr)
     if args.log_level:
         config = _with_log_level(config, args.log_level)
-    return trio.run(_serve, config, args.listen, args.config is None)
+    return trio.run(_serve, config, args.listen, demo)
 
 
-def _validate(file: str) -> int:
+def _load(path: str | Path | None, args: argparse.Namespace) -> Config:
+    if args.config_dir:
+        return load_dir(path, args.config_dir, strict=args.strict)
+    assert path is not None
+    return load(path, strict=args.strict)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    path = args.file or args.config
+    if path is None and not args.config_dir:
+        print("trioswap validate: name a config file", file=sys.stderr)
+        return 2
     try:
-        config = load(file)
+        config = _load(path, args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        print(
+            f"invalid: {len(exc.problems)} problem" + "s" * (len(exc.problems) != 1),
+            file=sys.stderr,
+        )
         return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        return _print(json.dumps(redacted(config), indent=2))
+    return _print(summary(config))
+
+
+def _print(text: str) -> int:
     try:
-        print(json.dumps(redacted(config), indent=2))
-    except BrokenPipeError:  # `trioswap validate FILE | head` is fine
+        print(text, flush=True)
+    except BrokenPipeError:  # `trioswap validate --json FILE | head` is fine
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
     return 0
 

@@ -162,8 +162,8 @@ def upstream_timeouts(model: ModelConfig) -> dict[str, float | None]:
     `timeouts.responseHeader` for any silence of the model server after that (waiting for its
     response head, between body chunks, or for it to take our request), so that a hung server
     cannot hold a request forever. None is no bound."""
-    silence = model.response_header_timeout
-    return {"connect": model.connect_timeout, "read": silence, "write": silence, "pool": None}
+    silence = model.timeouts.response_header
+    return {"connect": model.timeouts.connect, "read": silence, "write": silence, "pool": None}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -195,13 +195,13 @@ def upstream_errors(model: ModelConfig) -> Iterator[None]:
     except httpcore.ConnectTimeout as exc:
         raise UpstreamTimeout(
             model.id,
-            f"connecting to {model.proxy} took longer than {model.connect_timeout:g} s "
+            f"connecting to {model.proxy} took longer than {model.timeouts.connect:g} s "
             "(timeouts.connect)",
         ) from exc
     except (httpcore.ReadTimeout, httpcore.WriteTimeout) as exc:
         raise UpstreamTimeout(
             model.id,
-            f"the model server was silent for {model.response_header_timeout:g} s "
+            f"the model server was silent for {model.timeouts.response_header:g} s "
             "(timeouts.responseHeader: raise it for a model that needs longer, 0 = no bound)",
         ) from exc
     except httpcore.TimeoutException as exc:

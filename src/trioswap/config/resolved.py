@@ -1,0 +1,146 @@
+"""The resolved config: what the running proxy reads, computed once at load.
+
+`schema.py` declares the file format (keys, types, defaults); these frozen objects hold what a
+file means after macros, ports, defaults and inheritance (`ttl: -1` → globalTTL, …) are applied,
+in the shape the request path wants (split commands, compiled patterns, alias maps).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trioswap.errors import ConfigProblem
+
+
+@dataclass(frozen=True)
+class Filters:
+    strip_params: tuple[str, ...] = ()
+    set_params: Mapping[str, Any] = field(default_factory=dict)
+    # The requested name (model id, alias) → params set after `set_params`.
+    set_params_by_id: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds; None = no bound (a 0 in the file)."""
+
+    connect: float | None
+    response_header: float | None
+    keepalive: float | None
+    tls_handshake: float | None
+    idle_conn: float | None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    tools: bool
+    reranker: bool
+    context: int
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str
+    cmd: tuple[str, ...]
+    cmd_stop: tuple[str, ...] | None
+    proxy: str
+    check_endpoint: str | None
+    ttl: float
+    unload_timeout: float
+    aliases: tuple[str, ...]
+    env: Mapping[str, str]
+    port: int | None
+    unlisted: bool
+    use_model_name: str | None
+    name: str | None
+    description: str | None
+    metadata: Mapping[str, Any]
+    filters: Filters
+    concurrency_limit: int
+    truncation_mode: str | None
+    send_loading_state: bool
+    timeouts: Timeouts
+    capabilities: Capabilities | None
+    ignore_websockets: bool
+    # The same model with `${PORT}` set to another port (for a start whose port is taken).
+    with_port: Callable[[int], ModelConfig] | None = field(default=None, compare=False, repr=False)
+
+    def stop_command(self, pid: int) -> tuple[str, ...] | None:
+        if self.cmd_stop is None:
+            return None
+        return tuple(part.replace("${PID}", str(pid)) for part in self.cmd_stop)
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    id: str
+    members: tuple[str, ...]
+    swap: bool = True
+    exclusive: bool = True
+    persistent: bool = False
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    id: str
+    proxy: str
+    api_key: str
+    models: tuple[str, ...]
+    filters: Filters
+    timeouts: Timeouts
+
+
+@dataclass(frozen=True)
+class PeerTarget:
+    peer: PeerConfig
+    model: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    models: Mapping[str, ModelConfig]
+    groups: Mapping[str, GroupConfig]
+    aliases: Mapping[str, str]
+    peers: Mapping[str, PeerConfig]
+    # `peer/model` for every peer model, plus a bare `model` that exactly one peer lists and no
+    # local model or alias has.
+    peer_models: Mapping[str, PeerTarget]
+    health_check_timeout: float
+    start_port: int
+    log_level: str
+    log_time_format: str
+    log_to_stdout: str
+    global_ttl: float
+    unload_timeout: float
+    drain_timeout: float
+    include_aliases_in_list: bool
+    api_keys: tuple[str, ...]
+    preload: tuple[str, ...]
+    send_loading_state: bool
+    max_request_body: int
+    request_body_timeout: float
+    shutdown_timeout: float
+    listen_backlog: int
+    cors_origins: tuple[str, ...]
+    allowed_hosts: tuple[str, ...]
+    # `/upstream/<model>/<rest>`: a `rest` any of these finds never starts the model.
+    upstream_ignore_paths: tuple[re.Pattern[str], ...]
+    warnings: tuple[ConfigProblem, ...] = ()
+    # The validated file, in the file's own key names: the source of `validate --json`.
+    document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def resolve(self, name: str) -> str | None:
+        """The local model id a request's `model` names (an id or an alias), or None."""
+        if name in self.models:
+            return name
+        return self.aliases.get(name)
+
+    def peer_target(self, name: str) -> PeerTarget | None:
+        """The peer and its model id a request's `model` names, when no local model has it."""
+        return self.peer_models.get(name)
