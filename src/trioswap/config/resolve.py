@@ -82,7 +82,7 @@ class Resolver:
         groups = self.groups(models)
         peers = {peer_id: self.peer(peer_id, peer) for peer_id, peer in f.peers.items()}
         peer_models = self.peer_models(peers, models, aliases)
-        check_routing(f, set(models), set(aliases), set(peer_models), self.error, self.warn)
+        check_routing(f, set(models), aliases, peer_models, groups, self.error, self.warn)
         for i, key in enumerate(f.api_keys):
             if not key.strip():
                 self.error(("apiKeys", i), "an API key must not be empty")
