@@ -189,9 +189,10 @@ class Program:
     sets: Mapping[str, Expr]
 
     def expand(self, name: str, within: frozenset[str] | None = None) -> Family:
-        """The concrete model sets set `name` stands for, each once, in the order llama-swap
-        meets them. The family grows with the product of the alternatives; `within` projects
-        every set onto those models first, which bounds it by 2**len(within)."""
+        """The concrete model sets that set `name` stands for, each once, left to right (the
+        order llama-swap breaks ties in). The family grows with the product of the
+        alternatives; `within` projects every set onto those models first, which bounds it by
+        2**len(within) — how to ask about a few models of a large matrix."""
         memo: dict[str, Family] = {}
 
         def family(expr: Expr) -> Family:

@@ -16,7 +16,7 @@ from trioswap.config.resolved import GroupConfig, PeerTarget
 
 Report = Callable[[tuple[Any, ...], str], None]
 
-ROUTER = ("routing", "router")
+_ROUTER = ("routing", "router")
 _VAR_NAME = re.compile(r"[A-Za-z0-9.-]{1,32}")
 
 
@@ -82,14 +82,14 @@ class _Check:
             return False, None  # a matrix under settings waits, unchecked, for use: matrix
         if router.settings.matrix is None:
             self.error(
-                (*ROUTER, "use"), "is 'matrix' but routing.router.settings.matrix is not set"
+                (*_ROUTER, "use"), "is 'matrix' but routing.router.settings.matrix is not set"
             )
             return True, None
         self.warn(
-            (*ROUTER, "use"),
+            (*_ROUTER, "use"),
             "the matrix router is not implemented in trioswap yet: groups decide",
         )
-        return True, self.check_matrix(router.settings.matrix, (*ROUTER, "settings", "matrix"))
+        return True, self.check_matrix(router.settings.matrix, (*_ROUTER, "settings", "matrix"))
 
     def check_matrix(self, m: schema.Matrix, base: tuple[str, ...]) -> Program | None:
         for var, model in m.vars.items():
