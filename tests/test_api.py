@@ -358,25 +358,26 @@ async def test_status_page(launch: LaunchFn) -> None:
         assert path in response.text
 
 
-async def test_concurrency_limit_answers_429(launch: LaunchFn) -> None:
-    ts = await launch(config("    concurrencyLimit: 1", flags="--tokens-per-second 10"))
+async def test_requests_over_the_concurrency_limit_wait_their_turn(launch: LaunchFn) -> None:
+    ts = await launch(config("    concurrencyLimit: 1", flags="--tokens-per-second 20"))
+    statuses: list[int] = []
     async with ts.client() as client, trio.open_nursery() as nursery:
-        first_status: list[int] = []
 
-        async def slow() -> None:
-            response = await client.post(
-                "/v1/chat/completions", json={"model": "m", "stream": True}
-            )
-            first_status.append(response.status_code)
+        async def ask() -> None:
+            response = await client.post("/v1/chat/completions", json={"model": "m"})
+            statuses.append(response.status_code)
 
-        nursery.start_soon(slow)
+        async def waiting(count: int) -> bool:
+            running = await ts.running()
+            return "m" in running and running["m"]["waiting"] == count
+
+        nursery.start_soon(ask)
         await wait_until(lambda: _in_flight(ts, 1))
-        response = await client.post("/v1/chat/completions", json={"model": "m"})
-        assert response.status_code == 429
-        error = response.json()["error"]
-        assert error["type"] == "rate_limit_error"
-        assert "concurrencyLimit" in error["message"]
-    assert first_status == [200]
+        nursery.start_soon(ask)
+        # The second request queues (llama-swap would answer 429); /running shows it waiting.
+        await wait_until(lambda: waiting(1))
+        assert (await ts.running())["m"]["in_flight"] == 1
+    assert statuses == [200, 200]
 
 
 async def _in_flight(ts: Trioswap, count: int) -> bool:

@@ -4,12 +4,12 @@
     ├── ConfigError          the config is invalid; every problem with file:line and key
     ├── ModelNotFound        a request named a model the config does not know
     ├── ModelStartError      a model server exited or never became healthy; has its last log lines
+    ├── ModelNotLoaded       a request that may not start its model found it not running
     ├── UpstreamError        talking to a running model server failed
     │   ├── UpstreamConnectError   could not connect (refused, unreachable)
     │   ├── UpstreamDisconnected   the connection broke (reset, closed)
     │   ├── UpstreamProtocolError  not valid HTTP (or a request that cannot be forwarded)
     │   └── UpstreamTimeout        timeouts.connect or timeouts.responseHeader passed
-    ├── TooManyRequests      a model's concurrencyLimit is reached
     ├── ShuttingDown         trioswap is stopping and takes no new work
     ├── BadRequest           the client's request cannot be understood
     │   ├── MethodNotAllowed
@@ -73,6 +73,15 @@ class ModelStartError(TrioswapError):
         super().__init__(text)
 
 
+class ModelNotLoaded(TrioswapError):
+    def __init__(self, model: str, why: str) -> None:
+        self.model = model
+        super().__init__(
+            f"model {model!r} is not loaded, and {why} never loads it: load it with another "
+            "request first"
+        )
+
+
 class UpstreamError(TrioswapError):
     def __init__(self, model: str, reason: str) -> None:
         self.model = model
@@ -94,14 +103,6 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     pass
-
-
-class TooManyRequests(TrioswapError):
-    def __init__(self, model: str, limit: int) -> None:
-        self.model = model
-        super().__init__(
-            f"model {model!r} already serves {limit} requests (its concurrencyLimit); retry later"
-        )
 
 
 class ShuttingDown(TrioswapError):

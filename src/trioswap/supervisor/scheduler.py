@@ -27,7 +27,6 @@ from trioswap.errors import (
     ModelNotFound,
     ModelStartError,
     ShuttingDown,
-    TooManyRequests,
     TrioswapError,
 )
 from trioswap.supervisor.eviction import GroupRules, evict_for
@@ -266,14 +265,12 @@ class Scheduler:
         for item in self._queue:
             if isinstance(item, _Pending) and item.model not in evicting:
                 slot = self._slots[item.model]
-                if slot.state is ModelState.READY:
-                    limit = slot.config.concurrency_limit
-                    if limit and slot.in_flight >= limit:
-                        self.effects.fail(item.request, TooManyRequests(item.model, limit))
-                    else:
-                        slot.in_flight += 1
-                        self._granted[item.request] = item.model
-                        self.effects.grant(item.request, item.model)
+                limit = slot.config.concurrency_limit
+                # Over concurrencyLimit a request waits its turn (llama-swap answers 429).
+                if slot.state is ModelState.READY and not (limit and slot.in_flight >= limit):
+                    slot.in_flight += 1
+                    self._granted[item.request] = item.model
+                    self.effects.grant(item.request, item.model)
                     continue
             kept.append(item)
         self._queue = kept
