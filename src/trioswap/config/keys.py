@@ -47,7 +47,8 @@ def planned_note(info: FieldInfo, annotation: Any) -> str | None:
 
 
 def check(node: Node, cls: type[Section], path: str, report: Report, warn: Report) -> Node:
-    """`node` (a mapping for `cls`) with unknown keys dropped and old spellings renamed."""
+    """`node` (a mapping for `cls`) with unknown keys dropped and old spellings renamed. A key
+    with no value (null) is dropped too: it takes its default, as in llama-swap."""
     if not isinstance(node.value, dict):
         return node  # validation reports the wrong type
     known = fields_by_key(cls)
@@ -63,6 +64,8 @@ def check(node: Node, cls: type[Section], path: str, report: Report, warn: Repor
             key, where = new, f"{path}.{new}" if path else new
         if key not in known:
             warn(child.line, where, "unknown key, ignored" + did_you_mean(key, list(known)))
+            continue
+        if child.value is None:
             continue
         info, annotation = known[key]
         if (what := planned_note(info, annotation)) is not None:
