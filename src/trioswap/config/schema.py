@@ -70,6 +70,11 @@ def _http_url(url: str) -> str:
     return url
 
 
+def _bare_off(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` as false: `truncationMode: off` means 'off'."""
+    return "off" if value is False else value
+
+
 Seconds = Annotated[float, Field(ge=0)]
 Duration = Annotated[
     float,
@@ -239,9 +244,9 @@ class Model(Section):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     compat: Compat = Field(default_factory=Compat)
     capabilities: Capabilities = Field(default_factory=Capabilities)
-    truncation_mode: Literal["off", "limit_only", "always", "llm_assisted"] | None = Field(
-        None, alias="truncationMode", description="the prompt optimizer's policy"
-    )
+    truncation_mode: Annotated[
+        Literal["off", "limit_only", "always", "llm_assisted"] | None, BeforeValidator(_bare_off)
+    ] = Field(None, alias="truncationMode", description="the prompt optimizer's policy")
 
 
 class Group(Section):
