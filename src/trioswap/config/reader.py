@@ -266,6 +266,9 @@ def _place_port(model_id: str, node: Node, port: int | None, problems: Problems)
         return node
     if port is not None:
         return macros.substitute_port(node, port)
+    cmd = node.value.get("cmd")
+    if cmd is None or not isinstance(cmd.value, str | int | float) or not str(cmd.value).strip():
+        return node  # no command that could use ${PORT}: validation reports cmd
     key = f"models.{model_id}"
     proxy = node.value["proxy"]
     if macros.uses_port(proxy):
@@ -369,7 +372,7 @@ def describe(error: Any) -> str:
     }.get(kind)
     if expected:
         return f"must be {expected}, not {_kind(value)}"
-    if kind == "too_short":
+    if kind in ("too_short", "string_too_short"):
         return "must not be empty" if ctx.get("min_length") == 1 else error["msg"].lower()
     return str(error["msg"])[:1].lower() + str(error["msg"])[1:]
 
