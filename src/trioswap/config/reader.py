@@ -299,7 +299,7 @@ def validate(cls: type[Any], node: Node, problems: Problems) -> Any:
     except ValidationError as exc:
         seen = {(p.file, p.line) for p in problems.errors}
         for error in exc.errors(include_url=False):
-            line, key = locate(node, error["loc"])
+            line, key = locate(node, error["loc"], missing=error["type"] == "missing")
             file, local = problems.sources.where(line)
             if (file, local) not in seen:
                 problems.error(line, key, describe(error))
@@ -314,8 +314,10 @@ def plain(node: Node) -> Any:
     return node.value
 
 
-def locate(node: Node, loc: tuple[Any, ...]) -> tuple[int, str]:
-    """The line and key path of a pydantic error location, as deep as the YAML goes."""
+def locate(node: Node, loc: tuple[Any, ...], missing: bool = True) -> tuple[int, str]:
+    """The line and key path of a pydantic error location, as deep as the YAML goes. A key the
+    YAML lacks is named when `missing` (the error is about that key); otherwise it is one of
+    pydantic's union member tags ('str', 'list')."""
     line, parts = node.line, []
     for part in loc:
         value = node.value
@@ -325,11 +327,11 @@ def locate(node: Node, loc: tuple[Any, ...]) -> tuple[int, str]:
         elif isinstance(value, list) and isinstance(part, int) and part < len(value):
             node = value[part]
             parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
-        elif isinstance(part, str) and isinstance(value, dict):
+        elif missing and isinstance(part, str) and isinstance(value, dict):
             parts.append(part)  # a missing key: name it, at its parent's line
             break
         else:
-            continue  # pydantic's union member tags ('str', 'list[str]')
+            continue  # a union member tag
         line = node.line
     return line, ".".join(parts)
 

@@ -21,7 +21,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     WithJsonSchema,
 )
 
@@ -91,9 +93,11 @@ Duration = Annotated[
 ]
 Pattern = Annotated[str, AfterValidator(_compiles)]
 Url = Annotated[str, AfterValidator(_http_url)]
-# A string that may also be written as a list of strings (stripParams).
+# A string that may also be written as a list of strings (stripParams). Only the form the value
+# has is validated, so a wrong value gets one error, not one per form.
 CommaList = Annotated[
-    str | list[str],
+    Annotated[str, Tag("str")] | Annotated[list[str], Tag("list")],
+    Discriminator(lambda value: "list" if isinstance(value, list | dict) else "str"),
     WithJsonSchema(
         {
             "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
