@@ -25,10 +25,11 @@ Report = Callable[[int | None, str, str], None]
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """' (did you mean 'x'?)' when one choice is close to `word`, else ''."""
+    """' (did you mean 'x'?)' when one choice is close to `word` or begins it, else ''."""
     lowered = {c.lower(): c for c in choices}
     close = [lowered[word.lower()]] if word.lower() in lowered else []
     close = close or difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    close = close or [c for c in choices if len(c) > 2 and word.lower().startswith(c.lower())]
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
