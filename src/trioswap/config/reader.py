@@ -8,6 +8,7 @@ are merged the way llama-swap merges them; each keeps its own name in messages.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -135,14 +136,13 @@ def read(texts: list[tuple[str, str]], environ: Mapping[str, str], *, strict: bo
     for name, text in texts:
         offset = sources.add(name, text)
         try:
-            node = parse(text)
+            parsed = parse(macros.MACRO.sub(_hide_braces, text))
         except YamlError as exc:
-            raise ConfigError(
-                [ConfigProblem(name, exc.line, "", f"invalid YAML: {exc.message}")]
-            ) from None
-        if node is None or node.value is None:
+            message = f"invalid YAML: {exc.message.translate(_UNHIDE)}"
+            raise ConfigError([ConfigProblem(name, exc.line, "", message)]) from None
+        if parsed is None or parsed.value is None:
             continue
-        node = _shift(node, offset)
+        node = _shift(_unhide_braces(parsed), offset)
         if root is None:
             root = node
         elif isinstance(node.value, dict) and isinstance(root.value, dict):
@@ -341,8 +341,6 @@ def describe(error: Any) -> str:
     if kind == "missing":
         return "required"
     if kind == "literal_error":
-        import re
-
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         return f"must be one of {', '.join(choices)}, not {_kind(value)}" + keys.did_you_mean(
             str(value), choices
@@ -407,6 +405,28 @@ def allocate_ports(model_ids: list[str], start_port: int) -> dict[str, int]:
         taken.add(slot)
         ports[model_id] = start_port + slot
     return ports
+
+
+# llama-swap puts env values into the text before parsing, so `apiKeys: [${env.KEY}]` is valid
+# there, though YAML ends a plain scalar in a flow collection at `{`. Macro braces are hidden
+# from the parser behind private-use characters and put back in every parsed string.
+_HIDDEN_OPEN, _HIDDEN_CLOSE = "\ue000", "\ue001"
+_UNHIDE = str.maketrans({_HIDDEN_OPEN: "{", _HIDDEN_CLOSE: "}"})
+
+
+def _hide_braces(match: re.Match[str]) -> str:
+    return f"${_HIDDEN_OPEN}{match[1]}{_HIDDEN_CLOSE}"
+
+
+def _unhide_braces(node: Node) -> Node:
+    value = node.value
+    if isinstance(value, dict):
+        value = {k.translate(_UNHIDE): _unhide_braces(v) for k, v in value.items()}
+    elif isinstance(value, list):
+        value = [_unhide_braces(v) for v in value]
+    elif isinstance(value, str):
+        value = value.translate(_UNHIDE)
+    return Node(value, node.line)
 
 
 def _strip_comments(command: str) -> str:
