@@ -674,6 +674,33 @@ CASES: list[tuple[str, str, Expected, Expected]] = [
         [],
     ),
     (
+        "spillover below 1 with strategy spillover",
+        """\
+        selectors:
+          s: {strategy: spillover, targets: [gemma], settings: {spillover: 0}}
+        """,
+        [(2, "selectors.s.settings.spillover", "must be at least 1 for spillover, not 0")],
+        [],
+    ),
+    (
+        "spillover 0 with another strategy is ignored, as llama-swap does",
+        """\
+        selectors:
+          w: {strategy: warm, targets: [gemma], settings: {spillover: 0}}
+        """,
+        [],
+        [(2, "selectors.w.settings.spillover", "ignored: only strategy 'spillover'")],
+    ),
+    (
+        "a profile in llama-swap's old list form",
+        """\
+        profiles:
+          coding: [gemma, qwen]
+        """,
+        [(2, "profiles.coding", "the old list form is no longer read")],
+        [],
+    ),
+    (
         "spillover targets never in one matrix set",
         """\
         routing:

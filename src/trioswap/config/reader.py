@@ -353,7 +353,7 @@ def describe(error: Any) -> str:
             "less_than_equal": "at most",
             "less_than": "less than",
         }
-        return f"must be {words[kind]} {bound}, not {value}"
+        return f"must be {words[kind]} {_number(bound)}, not {_number(value)}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     expected = {
@@ -375,6 +375,11 @@ def describe(error: Any) -> str:
     if kind in ("too_short", "string_too_short"):
         return "must not be empty" if ctx.get("min_length") == 1 else error["msg"].lower()
     return str(error["msg"])[:1].lower() + str(error["msg"])[1:]
+
+
+def _number(value: Any) -> str:
+    # A bound of a float field is a float: 'at least 0', not 'at least 0.0'.
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _kind(value: Any) -> str:

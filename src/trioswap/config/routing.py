@@ -149,7 +149,12 @@ class _Check:
                     (*base, "settings", "spillover"),
                     f"ignored: only strategy 'spillover' reads it, not {selector.strategy!r}",
                 )
-            if selector.strategy == "spillover" and len(local) > 1:
+            if selector.strategy == "spillover" and selector.settings.spillover < 1:
+                self.error(
+                    (*base, "settings", "spillover"),
+                    f"must be at least 1 for spillover, not {selector.settings.spillover}",
+                )
+            elif selector.strategy == "spillover" and len(local) > 1:
                 self.together((*base, "targets"), local, matrix_active, program)
 
     def selector_id(self, selector_id: str, base: tuple[str, ...]) -> None:
