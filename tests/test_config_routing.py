@@ -697,7 +697,7 @@ CASES: list[tuple[str, str, Expected, Expected]] = [
         profiles:
           coding: [gemma, qwen]
         """,
-        [(2, "profiles.coding", "the old list form is no longer read")],
+        [(2, "profiles.coding", "old list form is no longer read")],
         [],
     ),
     (
