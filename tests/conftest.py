@@ -119,7 +119,7 @@ class Trioswap:
 
     def count_output(self, pattern: str) -> int:
         regex = re.compile(pattern)
-        return sum(1 for line in self.stderr if regex.search(line))
+        return sum(1 for line in self.stdout + self.stderr if regex.search(line))
 
     async def running(self) -> dict[str, dict[str, object]]:
         async with self.client() as client:

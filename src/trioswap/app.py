@@ -7,7 +7,6 @@ import logging
 import resource
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
 from functools import partial
 
@@ -17,6 +16,7 @@ from hypercorn.trio import serve
 
 from trioswap.config import Config, ModelConfig
 from trioswap.observe.logs import HubHandler, LogHub
+from trioswap.observe.timeformat import LogFormatter
 from trioswap.pipeline.loader import load_routes
 from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.upstream import close_idle_connections, open_upstream_pool
@@ -38,14 +38,14 @@ LOG_LEVELS = {
 }
 
 
-def setup_logging(level: str, logs: LogHub) -> None:
+def setup_logging(level: str, time_format: str, logs: LogHub) -> None:
+    """trioswap's own log goes into the hub, which copies it to stdout if logToStdout says so."""
     root = logging.getLogger("trioswap")
     root.setLevel(LOG_LEVELS[level])
     root.propagate = False
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for handler in (logging.StreamHandler(sys.stderr), HubHandler(logs)):
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
+    handler = HubHandler(logs)
+    handler.setFormatter(LogFormatter(time_format))
+    root.addHandler(handler)
 
 
 def raise_open_file_limit() -> None:

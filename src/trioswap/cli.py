@@ -149,8 +149,8 @@ async def _serve(config: Config, listen: str, demo: bool) -> int:
             file=sys.stderr,
         )
         return 1
-    logs = LogHub()
-    setup_logging(config.log_level, logs)
+    logs = LogHub(to_stdout=config.log_to_stdout)
+    setup_logging(config.log_level, config.log_time_format, logs)
     raise_open_file_limit()
     if not config.api_keys and not is_loopback(listener):
         logging.getLogger("trioswap").warning(

@@ -25,7 +25,6 @@ from pydantic import (
     Field,
     Tag,
     WithJsonSchema,
-    model_validator,
 )
 
 MIB = 1024 * 1024
@@ -302,9 +301,7 @@ class Routing(Section):
 
 
 class SelectorSettings(Section):
-    spillover: int = Field(
-        1, ge=0, description="requests per target before the next starts (spillover strategy)"
-    )
+    spillover: int = Field(1, ge=1, description="requests per target before the next starts")
 
 
 class Selector(Section):
@@ -318,16 +315,6 @@ class Selector(Section):
 
 
 class Profile(Section):
-    @model_validator(mode="before")
-    @classmethod
-    def _not_a_list(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            raise ValueError(
-                "a profile is a mapping with description and pins; llama-swap's old list form "
-                "is no longer read"
-            )
-        return value
-
     description: str = ""
     pins: dict[str, str | None] = Field(
         description="model id → the id it stands for while the profile is active (null: off)"

@@ -8,6 +8,9 @@ server's output pipe or the request path.
 Each ring holds at most `HISTORY_LINES` lines and `HISTORY_CHARS` characters, and a line longer
 than `LINE_CHARS` keeps only its head and tail, so that neither a chatty model server nor a
 client's giant model name echoed in an error can grow trioswap's memory.
+
+`logToStdout` picks what the hub also copies to stdout, as written: trioswap's own lines, the
+model servers' (tagged, with no timestamp added: a model server stamps its own), both or none.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ SUBSCRIBER_BUFFER = 1024
 ALL = "all"
 PROXY = "proxy"
 UPSTREAM = "upstream"
+# `logToStdout` → the sources copied to stdout.
+STDOUT_SOURCES = {
+    "proxy": {PROXY},
+    "upstream": {UPSTREAM},
+    "both": {PROXY, UPSTREAM},
+    "none": set(),
+}
 
 
 def bounded_line(line: str, limit: int = LINE_CHARS) -> str:
@@ -59,7 +69,9 @@ class LogHub:
         history_lines: int = HISTORY_LINES,
         history_chars: int = HISTORY_CHARS,
         line_chars: int = LINE_CHARS,
+        to_stdout: str = "none",
     ) -> None:
+        self._to_stdout = STDOUT_SOURCES[to_stdout]
         self._history_lines = history_lines
         self._history_chars = history_chars
         self._line_chars = line_chars
@@ -72,11 +84,15 @@ class LogHub:
         tagged = f"[{model}] {line}"
         self._put(UPSTREAM, tagged)
         self._put(ALL, tagged)
+        if UPSTREAM in self._to_stdout:
+            _print(tagged)
 
     def write_proxy(self, line: str) -> None:
         line = bounded_line(line, self._line_chars)
         self._put(PROXY, line)
         self._put(ALL, line)
+        if PROXY in self._to_stdout:
+            _print(line)
 
     def history(self, source: str) -> list[str]:
         ring = self._history.get(source)
@@ -106,6 +122,15 @@ class LogHub:
                 send.send_nowait(line)
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+
+
+def _print(line: str) -> None:
+    # A plain blocking write, as logging's own StreamHandler does: whoever runs trioswap
+    # drains its stdout (a terminal, a journal, a pipe that is read).
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass  # stdout is gone (a closed pipe): the history and subscribers still get the line
 
 
 class HubHandler(logging.Handler):
