@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     Tag,
     WithJsonSchema,
+    model_validator,
 )
 
 MIB = 1024 * 1024
@@ -301,7 +302,9 @@ class Routing(Section):
 
 
 class SelectorSettings(Section):
-    spillover: int = Field(1, ge=1, description="requests per target before the next starts")
+    spillover: int = Field(
+        1, ge=0, description="requests per target before the next starts (spillover strategy)"
+    )
 
 
 class Selector(Section):
@@ -315,6 +318,16 @@ class Selector(Section):
 
 
 class Profile(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError(
+                "a profile is a mapping with description and pins; llama-swap's old list form "
+                "is no longer read"
+            )
+        return value
+
     description: str = ""
     pins: dict[str, str | None] = Field(
         description="model id → the id it stands for while the profile is active (null: off)"
