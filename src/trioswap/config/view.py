@@ -11,8 +11,6 @@ from trioswap.config.resolved import Config
 from trioswap.config.schema import File, Section
 from trioswap.redact import MASK, redact_args, redact_env
 
-SCHEMA_ID = "https://raw.githubusercontent.com/trioswap/trioswap/main/config-schema.json"
-
 
 def redacted(config: Config) -> dict[str, Any]:
     """The resolved config in the file's keys, with secrets masked (`validate --json`)."""
@@ -48,7 +46,7 @@ def _count(n: int, noun: str) -> str:
 def json_schema() -> dict[str, Any]:
     """The config file's JSON Schema, from `schema.File`."""
     out = File.model_json_schema(by_alias=True, mode="validation")
-    out = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **out}
+    out = {"$schema": "https://json-schema.org/draft/2020-12/schema", **out}
     # Top-level keys that only hold YAML anchors are allowed (trioswap warns about them).
     out.pop("additionalProperties", None)
     _mark_planned(out, File, out.get("$defs", {}))
