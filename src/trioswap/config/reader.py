@@ -342,7 +342,8 @@ def describe(error: Any) -> str:
         return "required"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        return f"must be one of {', '.join(choices)}, not {_kind(value)}" + keys.did_you_mean(
+        shown = ", ".join(c or '""' for c in choices)
+        return f"must be one of {shown}, not {_kind(value)}" + keys.did_you_mean(
             str(value), choices
         )
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
