@@ -11,6 +11,14 @@ from trioswap.config.resolved import Config
 from trioswap.config.schema import File, Section
 from trioswap.redact import MASK, redact_args, redact_env
 
+_MACRO = {
+    "type": "string",
+    "pattern": r"^\$\{[^}]+\}$",
+    "description": "a macro (${name}, ${env.NAME}) that stands for the whole value",
+}
+_MACRO_REF = {"$ref": "#/$defs/Macro"}
+_ANNOTATIONS = ("title", "description", "default", "deprecated")
+
 
 def redacted(config: Config) -> dict[str, Any]:
     """The resolved config in the file's keys, with secrets masked (`validate --json`)."""
@@ -49,7 +57,11 @@ def json_schema() -> dict[str, Any]:
     out = {"$schema": "https://json-schema.org/draft/2020-12/schema", **out}
     # Top-level keys that only hold YAML anchors are allowed (trioswap warns about them).
     out.pop("additionalProperties", None)
-    _mark_planned(out, File, out.get("$defs", {}))
+    defs = out.setdefault("$defs", {})
+    _mark_planned(out, File, defs)
+    _add_old_spellings(defs)
+    _allow_macros(out)
+    defs["Macro"] = _MACRO
     return out
 
 
@@ -65,6 +77,50 @@ def _mark_planned(node: dict[str, Any], cls: type[Section], defs: dict[str, Any]
             sub["_marked"] = True
             _mark_planned(sub, klass, {})
             del sub["_marked"]
+
+
+def _add_old_spellings(defs: dict[str, Any]) -> None:
+    """Old spellings llama-swap still reads are valid, and marked deprecated for editors."""
+    for name, sub in defs.items():
+        klass = _section(name)
+        props = sub.get("properties", {})
+        for old, new in (klass.deprecated_keys if klass else {}).items():
+            old_schema = copy.deepcopy(props[new])
+            props[old] = {**old_schema, "deprecated": True, "description": f"old spelling of {new}"}
+
+
+def _allow_macros(node: dict[str, Any]) -> None:
+    """A value that is exactly one macro takes the macro's type (`ttl: ${ttl}`), so wherever the
+    file wants a number, a boolean or a duration, a `${...}` string is valid too. A choice of
+    words stays a plain enum, the list editors offer."""
+    if "anyOf" in node:
+        if any(_typed(branch) for branch in node["anyOf"]) and not any(
+            _any_string(branch) for branch in node["anyOf"]
+        ):
+            node["anyOf"].append(_MACRO_REF)
+        branches = [b for b in node["anyOf"] if not _typed(b)]
+    elif _typed(node):
+        notes = {k: node.pop(k) for k in _ANNOTATIONS if k in node}
+        constraint = dict(node)
+        node.clear()
+        node.update(notes, anyOf=[constraint, _MACRO_REF])
+        return
+    else:
+        branches = [
+            *node.get("$defs", {}).values(),
+            *node.get("properties", {}).values(),
+            *(node[k] for k in ("items", "additionalProperties") if isinstance(node.get(k), dict)),
+        ]
+    for branch in branches:
+        _allow_macros(branch)
+
+
+def _typed(node: dict[str, Any]) -> bool:
+    return node.get("type") in ("number", "integer", "boolean") or "pattern" in node
+
+
+def _any_string(node: dict[str, Any]) -> bool:
+    return node.get("type") == "string" and not ({"enum", "const", "pattern"} & node.keys())
 
 
 def _section(name: str) -> type[Section] | None:
