@@ -72,10 +72,13 @@ models:
     aliases: [alpha]
   b:
     cmd: {RESPONDER} --port ${{PORT}} --model-id b {extra_b}
-groups:
-  pair:
-    swap: true
-    members: [a, b]
+routing:
+  router:
+    settings:
+      groups:
+        pair:
+          swap: true
+          members: [a, b]
 """
 
 

@@ -39,31 +39,34 @@ models:
   pn2: {cmd: echo, proxy: "http://127.0.0.1:1"}
   d1: {cmd: echo, proxy: "http://127.0.0.1:1"}
   d2: {cmd: echo, proxy: "http://127.0.0.1:1"}
-groups:
-  sx:
-    members: [sx1, sx2]
-  s:
-    swap: true
-    exclusive: false
-    members: [s1, s2]
-  x:
-    swap: false
-    exclusive: true
-    members: [x1, x2]
-  n:
-    swap: false
-    exclusive: false
-    members: [n1, n2]
-  psx:
-    swap: true
-    exclusive: true
-    persistent: true
-    members: [psx1, psx2]
-  pn:
-    swap: false
-    exclusive: false
-    persistent: true
-    members: [pn1, pn2]
+routing:
+  router:
+    settings:
+      groups:
+        sx:
+          members: [sx1, sx2]
+        s:
+          swap: true
+          exclusive: false
+          members: [s1, s2]
+        x:
+          swap: false
+          exclusive: true
+          members: [x1, x2]
+        n:
+          swap: false
+          exclusive: false
+          members: [n1, n2]
+        psx:
+          swap: true
+          exclusive: true
+          persistent: true
+          members: [psx1, psx2]
+        pn:
+          swap: false
+          exclusive: false
+          persistent: true
+          members: [pn1, pn2]
 """
 
 ALL = ("sx1", "sx2", "s1", "s2", "x1", "x2", "n1", "n2", "psx1", "psx2", "pn1", "pn2", "d1", "d2")
@@ -121,9 +124,12 @@ def test_no_default_group_when_every_model_is_grouped() -> None:
 models:
   a: {cmd: echo, proxy: "http://127.0.0.1:1"}
   b: {cmd: echo, proxy: "http://127.0.0.1:1"}
-groups:
-  g:
-    members: [a, b]
+routing:
+  router:
+    settings:
+      groups:
+        g:
+          members: [a, b]
 """
     )
     rules = GroupRules.from_config(config)
@@ -134,9 +140,9 @@ def test_models_without_groups_section_are_all_in_the_default_group() -> None:
     config = loads(
         """
 models:
-  a: {cmd: echo}
-  b: {cmd: echo}
-  c: {cmd: echo}
+  a: {cmd: echo, proxy: "http://127.0.0.1:1"}
+  b: {cmd: echo, proxy: "http://127.0.0.1:1"}
+  c: {cmd: echo, proxy: "http://127.0.0.1:1"}
 """
     )
     rules = GroupRules.from_config(config)

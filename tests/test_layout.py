@@ -66,6 +66,6 @@ async def test_an_installed_wheel_ships_and_finds_them(tmp_path: Path) -> None:
 
 def test_the_example_config_is_valid() -> None:
     text = (data_folder("config") / "example.yaml").read_text(encoding="utf-8")
-    config = loads(text, "example.yaml", {"TRIOSWAP_API_KEY": "k"})
+    config = loads(text, "example.yaml", {"TRIOSWAP_API_KEY": "k", "HOME": "/home/me"})
     assert config.cors_origins and config.allowed_hosts
-    assert config.models["qwen-7b"].response_header_timeout == 600
+    assert config.models["qwen-7b"].timeouts.response_header == 600

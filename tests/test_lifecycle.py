@@ -122,11 +122,14 @@ models:
     cmd: {RESPONDER} --port ${{PORT}} --model-id a --spawn-grandchild
   b:
     cmd: {RESPONDER} --port ${{PORT}} --model-id b --spawn-grandchild
-groups:
-  free:
-    swap: false
-    exclusive: false
-    members: [a, b]
+routing:
+  router:
+    settings:
+      groups:
+        free:
+          swap: false
+          exclusive: false
+          members: [a, b]
 """
 
 
@@ -205,12 +208,12 @@ async def _nothing_running(ts: object) -> bool:
 
 
 async def test_bad_config_exits_1_with_message(launch: LaunchFn) -> None:
-    ts = await launch("models:\n  m:\n    cmd: x\n    ttll: 3\n", wait=False)
+    ts = await launch("models:\n  m:\n    cmd: x --port ${PORT}\n    ttl: soon\n", wait=False)
     with trio.fail_after(15):
         assert await ts.process.wait() == 1
     await wait_until(lambda: bool(ts.stderr))
     text = "\n".join(ts.stderr)
-    assert "config-0.yaml:4: models.m.ttll: unknown key (did you mean 'ttl'?)" in text
+    assert "config-0.yaml:4: models.m.ttl: must be a number, not the string 'soon'" in text
     assert "Traceback" not in text
 
 
