@@ -235,7 +235,7 @@ async def relay(
     backend = httpcore.AsyncMockBackend(pieces)
     async with httpcore.AsyncConnectionPool(network_backend=backend) as pool:
         try:
-            await Stream(StageContext(CONFIG, SUPERVISOR, pool))(exchange)
+            await Stream(StageContext(CONFIG, SUPERVISOR, lambda _: pool))(exchange)
         except TrioswapError as error:
             assert isinstance(error, UpstreamError), repr(error)
             before = sink.state

@@ -78,7 +78,7 @@ async def relay(wire: bytes) -> Recorder:
         )
         backend = httpcore.AsyncMockBackend([wire])
         async with httpcore.AsyncConnectionPool(network_backend=backend) as pool:
-            await Stream(StageContext(CONFIG, Supervisor(CONFIG, logs), pool))(exchange)
+            await Stream(StageContext(CONFIG, Supervisor(CONFIG, logs), lambda _: pool))(exchange)
     return recorder
 
 

@@ -19,7 +19,7 @@ from trioswap.observe.logs import HubHandler, LogHub
 from trioswap.observe.timeformat import LogFormatter
 from trioswap.pipeline.loader import load_routes
 from trioswap.pipeline.stage import StageContext
-from trioswap.pipeline.upstream import close_idle_connections, open_upstream_pool
+from trioswap.pipeline.upstream import close_idle_connections, open_upstream_pools
 from trioswap.supervisor import Supervisor
 from trioswap.web.asgi import ProxyApp
 from trioswap.web.control import create_control_app, require_key
@@ -108,16 +108,16 @@ async def run(
     hypercorn_config.graceful_timeout = config.shutdown_timeout + CUT_GRACE
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
-            open_upstream_pool() as pool,
+            open_upstream_pools(config) as pools,
             trio.open_nursery() as nursery,
         ):
 
             async def before_stop(model: ModelConfig) -> None:
-                await close_idle_connections(pool, model.proxy)
+                await close_idle_connections(pools(model.timeouts), model.proxy)
 
             supervisor = Supervisor(config, logs, before_stop)
             await nursery.start(supervisor.run)
-            context = StageContext(config=config, supervisor=supervisor, upstream_pool=pool)
+            context = StageContext(config=config, supervisor=supervisor, upstream_pools=pools)
             routes = load_routes(context)
             control = require_key(create_control_app(config, supervisor, logs), config.api_keys)
             proxy = ProxyApp(

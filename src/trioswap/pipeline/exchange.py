@@ -1,8 +1,8 @@
 """The Exchange: one client request on its way through a pipeline's stages.
 
-It carries what stages learn (the body once read, the resolved model, the leased server), the
-request body as it arrives, and the `Sink` through which exactly one response goes back. It never
-imports a web framework.
+It carries what stages learn (the body once read, the resolved model and the leased server, or
+the peer that serves the model), the request body as it arrives, and the `Sink` through which
+exactly one response goes back. It never imports a web framework.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trioswap.pipeline.peers import PeerRoute
 from trioswap.pipeline.sink import Sink
 from trioswap.protocols.errors import Headers
 from trioswap.supervisor import ModelServer
@@ -51,7 +52,9 @@ class Exchange:
     json: dict[str, Any] | None = None
     body_changed: bool = False
     model_name: str | None = None
+    # The local model's id; None for a peer's model (then `peer` is set).
     model_id: str | None = None
+    peer: PeerRoute | None = None
     # The path sent to the model server (bytes as they will go on the wire, before the query).
     upstream_path: bytes = b""
     server: ModelServer | None = None

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpcore
-
 from trioswap.config import Config
 from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.upstream import PoolFor
 from trioswap.supervisor import Supervisor
 
 
@@ -25,4 +24,5 @@ class StageContext:
 
     config: Config
     supervisor: Supervisor
-    upstream_pool: httpcore.AsyncConnectionPool
+    # The connection pool for an upstream's timeouts (see `upstream.open_upstream_pools`).
+    upstream_pools: PoolFor

@@ -1,10 +1,27 @@
-"""The connection pool to model servers: httpcore's, on trio, with writes corked until a read;
-the URL and timeouts of a request to a model server; and the one boundary where httpcore's
-exceptions become trioswap's.
+"""The connection pools to upstreams (model servers and peers): httpcore's, on trio, with writes
+corked until a read; the URL and timeouts of a request to an upstream; and the one boundary where
+httpcore's exceptions become trioswap's.
 
 httpcore sends a request's head and body as separate writes, so a model server wakes up twice
 per request and sees two TCP segments. Holding writes until the first read sends them as one.
 On a 2-core machine the CPU this saves in the model server is CPU trioswap gets back.
+
+A model's or peer's `timeouts` map onto httpcore and the socket like this:
+- `connect`: the TCP connect, name lookup included (httpcore's connect timeout);
+- `tlsHandshake`: an https:// upstream's TLS handshake alone, after the connect (Go's
+  TLSHandshakeTimeout; httpcore would give the handshake the connect timeout again);
+- `responseHeader`: any silence of the upstream once connected (see `upstream_timeouts`);
+- `keepalive`: TCP keepalive on upstream sockets: the first probe after that many idle
+  seconds, then one every that many; 0 = no probes;
+- `idleConn`: how long an idle connection stays in the pool for reuse; 0 = no limit. As in
+  llama-swap (Go's http.Transport) it may outlast the server's own keep-alive (llama-server's
+  and hypercorn's 5 s): a connection the server has closed is dropped when the pool next
+  looks at it (httpcore sees it readable), and a request that meets one being closed just
+  then is sent once more (`open_response`);
+- `expectContinue`: unused, trioswap never sends `Expect: 100-continue`.
+httpcore takes tlsHandshake, keepalive and idleConn per pool rather than per request, so there is
+one pool per distinct (idleConn, keepalive, tlsHandshake) in the config, opened at startup:
+usually just one.
 """
 
 from __future__ import annotations
@@ -12,27 +29,27 @@ from __future__ import annotations
 import contextvars
 import functools
 import re
+import socket
 import ssl
-from collections.abc import Iterable, Iterator
-from contextlib import AsyncExitStack, contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import Any, NamedTuple
 
 import httpcore
 
-from trioswap.config import ModelConfig
+from trioswap.config import Config, ModelConfig, PeerConfig, Timeouts
 from trioswap.errors import (
     UpstreamConnectError,
     UpstreamDisconnected,
+    UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from trioswap.pipeline.peers import PeerRoute
 
 # Connections to model servers are not capped: each serves one client connection, so the client
 # side already bounds them, and a cap only makes streams past it wait without a status line.
 IDLE_CONNECTIONS = 256
-# Below the 5 s after which llama-server (cpp-httplib) and hypercorn close an idle connection, so
-# a pooled connection is rarely reused just as its server closes it.
-KEEPALIVE_EXPIRY = 4.0
 CORK_LIMIT = 65536
 # What HTTP/1.1 does not allow raw in a request target (h11 refuses it).
 _NOT_VCHAR = re.compile(rb"[^\x21-\x7e]")
@@ -42,9 +59,14 @@ _NOT_VCHAR = re.compile(rb"[^\x21-\x7e]")
 _reused: contextvars.ContextVar[bool] = contextvars.ContextVar("reused", default=False)
 
 
+class TLSHandshakeTimeout(httpcore.ConnectTimeout):
+    """`timeouts.tlsHandshake` passed (a ConnectTimeout to httpcore, which handles it as one)."""
+
+
 class _CorkedStream(httpcore.AsyncNetworkStream):
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+    def __init__(self, inner: httpcore.AsyncNetworkStream, tls_timeout: float | None) -> None:
         self._inner = inner
+        self._tls_timeout = tls_timeout
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._requests = 0
@@ -85,15 +107,21 @@ class _CorkedStream(httpcore.AsyncNetworkStream):
     ) -> httpcore.AsyncNetworkStream:
         if self._pending:
             await self._flush(timeout)
-        return _CorkedStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        # httpcore passes the connect timeout; the handshake has its own.
+        try:
+            inner = await self._inner.start_tls(ssl_context, server_hostname, self._tls_timeout)
+        except httpcore.ConnectTimeout as exc:
+            raise TLSHandshakeTimeout() from exc
+        return _CorkedStream(inner, self._tls_timeout)
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
 
 
 class _CorkedBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self) -> None:
+    def __init__(self, tls_timeout: float | None) -> None:
         self._inner = httpcore.TrioBackend()
+        self._tls_timeout = tls_timeout
 
     async def connect_tcp(
         self,
@@ -104,25 +132,70 @@ class _CorkedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _CorkedStream(stream)
+        return _CorkedStream(stream, self._tls_timeout)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.AsyncNetworkStream:
         stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
-        return _CorkedStream(stream)
+        return _CorkedStream(stream, self._tls_timeout)
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
 
 
-def open_upstream_pool() -> httpcore.AsyncConnectionPool:
+class SocketSettings(NamedTuple):
+    """What httpcore sets per pool rather than per request (seconds; None = no bound/off)."""
+
+    idle_conn: float | None
+    keepalive: float | None
+    tls_handshake: float | None
+
+
+# The pool that serves an upstream with these timeouts.
+PoolFor = Callable[[Timeouts], httpcore.AsyncConnectionPool]
+
+
+def socket_settings(timeouts: Timeouts) -> SocketSettings:
+    return SocketSettings(timeouts.idle_conn, timeouts.keepalive, timeouts.tls_handshake)
+
+
+def _socket_options(keepalive: float | None) -> list[tuple[int, int, int]]:
+    if keepalive is None:
+        return []
+    seconds = max(1, round(keepalive))
+    return [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds),
+    ]
+
+
+def open_upstream_pool(
+    idle_conn: float | None = None,
+    keepalive: float | None = None,
+    tls_handshake: float | None = None,
+) -> httpcore.AsyncConnectionPool:
     return httpcore.AsyncConnectionPool(
         max_connections=None,
         max_keepalive_connections=IDLE_CONNECTIONS,
-        keepalive_expiry=KEEPALIVE_EXPIRY,
-        network_backend=_CorkedBackend(),
+        keepalive_expiry=idle_conn,
+        socket_options=_socket_options(keepalive),
+        network_backend=_CorkedBackend(tls_handshake),
     )
+
+
+@asynccontextmanager
+async def open_upstream_pools(config: Config) -> AsyncIterator[PoolFor]:
+    """A pool for each distinct socket setting among the config's models and peers."""
+    everyone: list[ModelConfig | PeerConfig] = [*config.models.values(), *config.peers.values()]
+    async with AsyncExitStack() as stack:
+        pools: dict[SocketSettings, httpcore.AsyncConnectionPool] = {}
+        for upstream in everyone:
+            settings = socket_settings(upstream.timeouts)
+            if settings not in pools:
+                pools[settings] = await stack.enter_async_context(open_upstream_pool(*settings))
+        yield lambda timeouts: pools[socket_settings(timeouts)]
 
 
 async def close_idle_connections(pool: httpcore.AsyncConnectionPool, base_url: str) -> None:
@@ -157,13 +230,13 @@ async def open_response(
         return await stack.enter_async_context(pool.stream(**request))
 
 
-def upstream_timeouts(model: ModelConfig) -> dict[str, float | None]:
-    """httpcore's timeouts for a model: `timeouts.connect` for connecting, and
-    `timeouts.responseHeader` for any silence of the model server after that (waiting for its
+def upstream_timeouts(upstream: ModelConfig | PeerConfig) -> dict[str, float | None]:
+    """httpcore's timeouts for a model server or peer: `timeouts.connect` for connecting, and
+    `timeouts.responseHeader` for any silence of the upstream after that (waiting for its
     response head, between body chunks, or for it to take our request), so that a hung server
     cannot hold a request forever. None is no bound."""
-    silence = model.timeouts.response_header
-    return {"connect": model.timeouts.connect, "read": silence, "write": silence, "pool": None}
+    silence = upstream.timeouts.response_header
+    return {"connect": upstream.timeouts.connect, "read": silence, "write": silence, "pool": None}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -186,38 +259,85 @@ def upstream_url(proxy: str, path: bytes, query: bytes) -> httpcore.URL:
     return httpcore.URL(scheme=scheme, host=host, port=port, target=target)
 
 
+_HTTPCORE_ERRORS = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+)
+
+
 @contextmanager
-def upstream_errors(model: ModelConfig) -> Iterator[None]:
+def upstream_errors(target: ModelConfig | PeerRoute) -> Iterator[None]:
     """The one place httpcore's exceptions become trioswap's, as specific as httpcore's (as
-    httpx's `map_httpcore_exceptions` does)."""
+    httpx's `map_httpcore_exceptions` does), naming the model server or peer and the config key
+    of a timeout that passed."""
     try:
         yield
-    except httpcore.ConnectTimeout as exc:
-        raise UpstreamTimeout(
-            model.id,
-            f"connecting to {model.proxy} took longer than {model.timeouts.connect:g} s "
-            "(timeouts.connect)",
-        ) from exc
-    except (httpcore.ReadTimeout, httpcore.WriteTimeout) as exc:
-        raise UpstreamTimeout(
-            model.id,
-            f"the model server was silent for {model.timeouts.response_header:g} s "
-            "(timeouts.responseHeader: raise it for a model that needs longer, 0 = no bound)",
-        ) from exc
-    except httpcore.TimeoutException as exc:
-        raise UpstreamTimeout(model.id, _reason(exc)) from exc
-    except (httpcore.ConnectError, httpcore.UnsupportedProtocol, httpcore.ProxyError) as exc:
-        raise UpstreamConnectError(
-            model.id, f"cannot connect to {model.proxy}: {_reason(exc)}"
-        ) from exc
-    except httpcore.NetworkError as exc:
-        raise UpstreamDisconnected(model.id, f"the connection broke: {_reason(exc)}") from exc
-    except httpcore.RemoteProtocolError as exc:
-        raise UpstreamProtocolError(model.id, _reason(exc)) from exc
-    except httpcore.LocalProtocolError as exc:
-        raise UpstreamProtocolError(
-            model.id, f"the request cannot be forwarded: {_reason(exc)}"
-        ) from exc
+    except _HTTPCORE_ERRORS as exc:
+        raise _translate(target, exc) from exc
+
+
+def _translate(target: ModelConfig | PeerRoute, exc: Exception) -> UpstreamError:
+    model, who, key, timeouts = _describe(target)
+    if isinstance(exc, TLSHandshakeTimeout):
+        return UpstreamTimeout(
+            model,
+            f"the TLS handshake with {who} took longer than {timeouts.tls_handshake:g} s "
+            f"({key}.tlsHandshake)",
+        )
+    if isinstance(exc, httpcore.ConnectTimeout):
+        return UpstreamTimeout(
+            model, f"connecting to {who} took longer than {timeouts.connect:g} s ({key}.connect)"
+        )
+    if isinstance(exc, (httpcore.ReadTimeout, httpcore.WriteTimeout)):
+        return UpstreamTimeout(
+            model,
+            f"{who} was silent for {timeouts.response_header:g} s ({key}.responseHeader: raise "
+            "it if it needs longer, 0 = no bound)",
+        )
+    if isinstance(exc, httpcore.TimeoutException):
+        return UpstreamTimeout(model, _reason(exc))
+    if isinstance(exc, (httpcore.ConnectError, httpcore.UnsupportedProtocol, httpcore.ProxyError)):
+        return UpstreamConnectError(model, f"cannot connect to {who}: {_cause(exc)}")
+    if isinstance(exc, httpcore.NetworkError):
+        return UpstreamDisconnected(model, f"the connection to {who} broke: {_reason(exc)}")
+    if isinstance(exc, httpcore.RemoteProtocolError):
+        return UpstreamProtocolError(model, f"{who}: {_reason(exc)}")
+    return UpstreamProtocolError(model, f"the request cannot be forwarded: {_reason(exc)}")
+
+
+def _describe(target: ModelConfig | PeerRoute) -> tuple[str, str, str, Timeouts]:
+    """(the model errors name, how they name the upstream, where its timeouts are set, them)."""
+    if isinstance(target, PeerRoute):
+        peer = target.peer
+        return (
+            target.name,
+            f"peer {peer.id!r} ({peer.proxy})",
+            f"peers.{peer.id}.timeouts",
+            peer.timeouts,
+        )
+    return (
+        target.id,
+        f"the model server at {target.proxy}",
+        f"models.{target.id}.timeouts",
+        target.timeouts,
+    )
+
+
+def _cause(exc: Exception) -> str:
+    """Why a connect failed, as the OS said it ("connection refused"), found under trio's
+    "all attempts to connect … failed"."""
+    error: BaseException | None = exc
+    while error is not None:
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror.lower()
+        if isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        else:
+            error = error.__cause__ or error.__context__
+    return _reason(exc)
 
 
 def _reason(exc: Exception) -> str:

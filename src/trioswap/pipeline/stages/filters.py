@@ -1,4 +1,5 @@
-"""`filters`: a model's `filters.stripParams`, `filters.setParams` and `useModelName`.
+"""`filters`: a model's (or a peer's) `filters.stripParams`, `filters.setParams` and
+`useModelName`.
 
 Only the named fields change; every other field of the JSON body survives as the client sent it.
 When nothing applies the body is forwarded byte for byte.
@@ -16,9 +17,11 @@ class Filters:
 
     async def __call__(self, exchange: Exchange) -> bool:
         body = exchange.json
-        if body is None or exchange.model_id is None:
+        peer = exchange.peer
+        if body is None or (peer is None and exchange.model_id is None):
             return False
-        model = self._models[exchange.model_id]
+        # A peer's model: the peer's filters, and the model named as the peer knows it.
+        model = self._models[exchange.model_id] if peer is None else peer
         changed = False
         for name in model.filters.strip_params:
             if name in body:

@@ -1,4 +1,5 @@
-"""`resolve`: find the model a request names and map aliases to the model id.
+"""`resolve`: find the model a request names and map aliases to the model id, or find the peer
+that serves it (see `pipeline.peers`; a local model or alias of the same name wins).
 
 The model comes from the body: a multipart form field, a urlencoded form field, or JSON (parsed
 also when the client forgot the content type, and when `curl -d` labelled it a form); a body of
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from trioswap.config import Config
 from trioswap.errors import BadRequest, ModelNotFound
 from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.peers import PeerRoute, peer_routes
 from trioswap.pipeline.stage import StageContext
 
 UPSTREAM_PREFIX = b"/upstream/"
@@ -95,6 +98,7 @@ def body_model(body: bytes, content_type: bytes) -> tuple[str | None, dict[str, 
 class Resolve:
     def __init__(self, context: StageContext) -> None:
         self._config = context.config
+        self._peers = peer_routes(context.config)
 
     async def __call__(self, exchange: Exchange) -> bool:
         assert exchange.body is not None, "resolve runs after read_body"
@@ -104,7 +108,9 @@ class Resolve:
         if not name:
             raise BadRequest("the request names no model: set 'model' in the body")
         exchange.model_name = name
-        exchange.model_id = _resolve(self._config, name)
+        exchange.model_id = self._config.resolve(name)
+        if exchange.model_id is None:
+            exchange.peer = _peer(self._peers, name)
         exchange.upstream_path = exchange.path.encode()
         return False
 
@@ -115,17 +121,21 @@ class ResolvePath:
 
     def __init__(self, context: StageContext) -> None:
         self._config = context.config
+        self._peers = peer_routes(context.config)
 
     async def __call__(self, exchange: Exchange) -> bool:
         name, model_id, rest = upstream_target(self._config, exchange.raw_path)
         exchange.model_name = name
         exchange.model_id = model_id
+        if model_id is None:
+            exchange.peer = _peer(self._peers, name)
         exchange.upstream_path = rest
         return False
 
 
-def upstream_target(config: Config, raw_path: bytes) -> tuple[str, str, bytes]:
-    """(model name, model id, path to forward) of an `/upstream/…` path as the client sent it."""
+def upstream_target(config: Config, raw_path: bytes) -> tuple[str, str | None, bytes]:
+    """(model name, local model id or None for a peer's model, path to forward) of an
+    `/upstream/…` path as the client sent it."""
     if _CONTROL.search(raw_path):
         raise BadRequest("the path contains a control character")
     if not raw_path.startswith(UPSTREAM_PREFIX):
@@ -134,13 +144,13 @@ def upstream_target(config: Config, raw_path: bytes) -> tuple[str, str, bytes]:
     for cut in range(len(parts), 0, -1):
         name = unquote_to_bytes(b"/".join(parts[:cut])).decode(errors="replace")
         model_id = config.resolve(name)
-        if model_id is not None:
+        if model_id is not None or config.peer_target(name) is not None:
             return name, model_id, b"/" + b"/".join(parts[cut:])
     raise ModelNotFound(unquote_to_bytes(parts[0]).decode(errors="replace"))
 
 
-def _resolve(config: Config, name: str) -> str:
-    model_id = config.resolve(name)
-    if model_id is None:
+def _peer(peers: Mapping[str, PeerRoute], name: str) -> PeerRoute:
+    route = peers.get(name)
+    if route is None:
         raise ModelNotFound(name)
-    return model_id
+    return route

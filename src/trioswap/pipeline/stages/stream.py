@@ -1,4 +1,5 @@
-"""`stream`: send the request to the model's server and stream its response back unbuffered.
+"""`stream`: send the request to the model's server, or to the peer that serves the model, and
+stream the response back unbuffered.
 
 Status and headers go to the client as soon as the upstream's arrive, then every body chunk as it
 arrives. httpcore's connection pool (httpx's own transport) keeps upstream connections alive
@@ -11,14 +12,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 
+from trioswap.config import ModelConfig, PeerConfig
 from trioswap.errors import UpstreamError
 from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.peers import PeerRoute
 from trioswap.pipeline.sink import PENDING
 from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.upstream import (
+    PoolFor,
     open_response,
     upstream_errors,
     upstream_timeouts,
@@ -49,21 +55,57 @@ _EVENT_STREAM_NAMES = frozenset(name for name, _ in EVENT_STREAM_HEADERS)
 ERROR_DETAIL_BYTES = 2000
 
 
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """How requests reach one model server or peer, computed once at startup."""
+
+    pool: httpcore.AsyncConnectionPool
+    extensions: dict[str, Any]
+    # Request headers not passed on, and headers added.
+    drop: frozenset[bytes]
+    credentials: Headers
+
+
+def _route(
+    upstream: ModelConfig | PeerConfig, pools: PoolFor, drop: frozenset[bytes], credentials: Headers
+) -> _Route:
+    extensions = {"timeout": upstream_timeouts(upstream)}
+    return _Route(pools(upstream.timeouts), extensions, drop, credentials)
+
+
+def _credentials(api_key: str) -> Headers:
+    """A peer's apiKey, in both ways servers look for one."""
+    if not api_key:
+        return []
+    return [(b"authorization", b"Bearer " + api_key.encode()), (b"x-api-key", api_key.encode())]
+
+
 class Stream:
     def __init__(self, context: StageContext) -> None:
-        self._pool = context.upstream_pool
-        # Keys configured in trioswap are trioswap's, not the upstream's: don't leak them.
-        self._drop = HOP_BY_HOP | CREDENTIALS if context.config.api_keys else HOP_BY_HOP
-        self._extensions = {
-            model.id: {"timeout": upstream_timeouts(model)}
-            for model in context.config.models.values()
+        config, pools = context.config, context.upstream_pools
+        # Keys configured in trioswap are trioswap's, not the upstream's: don't leak them. A
+        # client's own key is not a peer's business either: the peer gets its apiKey, or none.
+        drop = HOP_BY_HOP | CREDENTIALS if config.api_keys else HOP_BY_HOP
+        self._models = {m.id: _route(m, pools, drop, []) for m in config.models.values()}
+        self._peers = {
+            p.id: _route(p, pools, HOP_BY_HOP | CREDENTIALS, _credentials(p.api_key))
+            for p in config.peers.values()
         }
 
     async def __call__(self, exchange: Exchange) -> bool:
-        server = exchange.server
-        assert server is not None and exchange.model_id is not None
-        model = server.config
-        headers = [(k, v) for k, v in exchange.headers if k not in self._drop]
+        peer = exchange.peer
+        target: ModelConfig | PeerRoute
+        if peer is None:
+            assert exchange.server is not None and exchange.model_id is not None
+            target = exchange.server.config
+            proxy = target.proxy
+            route = self._models[exchange.model_id]
+        else:
+            target = peer
+            proxy = peer.peer.proxy
+            route = self._peers[peer.peer.id]
+        headers = [(k, v) for k, v in exchange.headers if k not in route.drop]
+        headers.extend(route.credentials)
         content: bytes | AsyncIterator[bytes] | None = exchange.body
         if content is not None:
             if exchange.body_changed and exchange.json is not None:
@@ -71,20 +113,20 @@ class Stream:
         elif exchange.request_body.present:
             content = aiter(exchange.request_body)
             headers.extend(exchange.request_body.framing)
-        url = upstream_url(model.proxy, exchange.upstream_path, exchange.query)
+        url = upstream_url(proxy, exchange.upstream_path, exchange.query)
         sink = exchange.sink
         replayable = not isinstance(content, AsyncIterator)
-        with upstream_errors(model):
+        with upstream_errors(target):
             async with AsyncExitStack() as stack:
                 response = await open_response(
                     stack,
-                    self._pool,
+                    route.pool,
                     replayable,
                     method=exchange.method,
                     url=url,
                     headers=headers,
                     content=content,
-                    extensions=self._extensions[exchange.model_id],
+                    extensions=route.extensions,
                 )
                 if sink.state is not PENDING:
                     await _continue_stream(exchange, response)

@@ -1,5 +1,5 @@
 """`swap`: take a lease on the model's server, starting it (and stopping what it conflicts
-with) if needed. The lease is held until the exchange ends.
+with) if needed. The lease is held until the exchange ends. A peer's model needs none.
 
 With `sendLoadingState`, a streaming chat request that has to wait for a model to load gets an
 event stream at once, with progress as `reasoning_content` deltas, so clients don't time out
@@ -29,7 +29,9 @@ class Swap:
 
     async def __call__(self, exchange: Exchange) -> bool:
         model_id = exchange.model_id
-        assert model_id is not None
+        if model_id is None:
+            assert exchange.peer is not None
+            return False
         lease = self._supervisor.lease(model_id)
         if (
             self._loading_state[model_id]
