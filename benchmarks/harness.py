@@ -464,7 +464,8 @@ def trioswap_config(
     config.update(top)
     config["models"] = {name: dict(entry) for name, entry in models.items()}
     if groups:
-        config["groups"] = {name: dict(group) for name, group in groups.items()}
+        settings = {"groups": {name: dict(group) for name, group in groups.items()}}
+        config["routing"] = {"router": {"settings": settings}}
     return config
 
 
