@@ -1,5 +1,6 @@
 """Fuzz target: the config loader. Any text either loads or raises ConfigError (never another
-exception), and a loaded config can always be shown by `trioswap validate`."""
+exception), every problem names the file, `strict` turns exactly the warnings into errors, and a
+loaded config can always be shown by `trioswap validate`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from trioswap.config import loads, redacted
+    from trioswap.config import loads, redacted, summary
     from trioswap.errors import ConfigError
 
 ENVIRON = {"HOME": "/home/fuzz", "MODEL_DIR": "/models"}
@@ -23,7 +24,17 @@ def test_one_input(data: bytes) -> None:
         for problem in exc.problems:
             assert problem.file == "fuzz.yaml"
         return
+    for warning in config.warnings:
+        assert warning.file == "fuzz.yaml"
+    if config.warnings:
+        try:
+            loads(text, "fuzz.yaml", ENVIRON, strict=True)
+        except ConfigError as exc:
+            assert sorted(map(str, exc.problems)) == sorted(map(str, config.warnings))
+        else:
+            raise AssertionError(f"strict loaded despite {len(config.warnings)} warnings")
     json.dumps(redacted(config))
+    assert summary(config).startswith("OK: ")
     for model in config.models.values():
         if model.with_port is not None and model.port is not None:
             assert model.with_port(model.port + 1).port == model.port + 1
