@@ -191,14 +191,15 @@ def _read_root(
             pre_port[model_id] = _expand_model(model_id, node, global_macros, expander)
         start = expanded.get("startPort")
         start_port = start.value if start is not None and _is_int(start.value) else 5800
-        ports = allocate_ports(
-            [
-                m
-                for m, n in pre_port.items()
-                if _is_dict(n) and macros.uses_port(n.value.get("cmd"))
-            ],
-            start_port,
-        )
+        users = [m for m, n in pre_port.items() if _cmd_uses_port(n)]
+        if len(users) > PORT_SPAN:
+            problems.error(
+                models_node.line,
+                "models",
+                f"{len(users)} models use ${{PORT}}, but startPort gives only {PORT_SPAN} ports",
+            )
+            return None
+        ports = allocate_ports(users, start_port)
         final = {}
         for model_id, node in pre_port.items():
             final[model_id] = _place_port(model_id, node, ports.get(model_id), problems)
