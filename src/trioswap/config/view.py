@@ -4,6 +4,7 @@ masked, its one-line summary, and the JSON Schema editors use."""
 from __future__ import annotations
 
 import copy
+import shlex
 from typing import Any
 
 from trioswap.config.keys import fields_by_key, planned_note
@@ -29,9 +30,9 @@ def redacted(config: Config) -> dict[str, Any]:
             peer["apiKey"] = MASK
     for model_id, entry in doc.get("models", {}).items():
         model = config.models[model_id]
-        entry["cmd"] = " ".join(redact_args(model.cmd))
+        entry["cmd"] = shlex.join(redact_args(model.cmd))
         if model.cmd_stop:
-            entry["cmdStop"] = " ".join(redact_args(model.cmd_stop))
+            entry["cmdStop"] = shlex.join(redact_args(model.cmd_stop))
         entry["env"] = [f"{k}={v}" for k, v in redact_env(model.env).items()]
     return doc
 
