@@ -11,6 +11,7 @@ then what loading it must give:
                                   # hold dots and slashes: peer_models[p/m.1].model;
                                   # a mapping's @keys is its keys, sorted
       known_bug: what is wrong    # expected to fail until fixed (then the marker must go)
+      outside_schema: why         # the file loads, but config-schema.json does not describe it
 
 configs/dirs/NAME/ is one `--config-dir` case: config.d/ is the folder, config.yaml (if there is
 one) the `--config` file, and expect.yml the expectation, whose problems name their file:
@@ -43,7 +44,7 @@ DIRS = sorted(p for p in (CONFIGS / "dirs").iterdir() if p.is_dir())
 REAL_DIR = CONFIGS / "real"
 CLI_TIMEOUT = 60.0
 
-EXPECT_KEYS = {"env", "strict", "errors", "warnings", "resolved", "known_bug"}
+EXPECT_KEYS = {"env", "strict", "errors", "warnings", "resolved", "known_bug", "outside_schema"}
 PROBLEM = re.compile(r"(?:(?P<file>[^\s:]+):)?(?P<line>\d+|-) (?P<key>\S*): (?P<message>.+)")
 PATH_PART = re.compile(r"\[([^\]]*)\]|([^.\[\]]+)")
 
