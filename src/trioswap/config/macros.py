@@ -54,15 +54,14 @@ class Expander:
         """`node` with every macro substituted, recursively; lines are kept."""
         value = node.value
         if isinstance(value, dict):
-            return Node(
-                {
-                    self._key(k, v.line, macros, f"{key}.{k}"): self.expand(
-                        v, macros, f"{key}.{k}", allow_pid
-                    )
-                    for k, v in value.items()
-                },
-                node.line,
-            )
+            out: dict[str, Node] = {}
+            for k, v in value.items():
+                where = f"{key}.{k}"
+                name = self._key(k, v.line, macros, where)
+                if name in out:  # only expanded keys can meet: YAML refuses duplicate keys
+                    self.report(v.line, where, f"names {name!r}, as another key here does")
+                out[name] = self.expand(v, macros, where, allow_pid)
+            return Node(out, node.line)
         if isinstance(value, list):
             return Node(
                 [self.expand(v, macros, f"{key}[{i}]", allow_pid) for i, v in enumerate(value)],
