@@ -24,6 +24,7 @@ from trioswap.supervisor import Supervisor
 from trioswap.web.asgi import ProxyApp
 from trioswap.web.control import create_control_app, require_key
 from trioswap.web.guard import Guard
+from trioswap.web.upstream_websocket import UpstreamWebsockets
 
 log = logging.getLogger("trioswap")
 
@@ -119,7 +120,8 @@ async def run(
             await nursery.start(supervisor.run)
             context = StageContext(config=config, supervisor=supervisor, upstream_pools=pools)
             routes = load_routes(context)
-            control = require_key(create_control_app(config, supervisor, logs), config.api_keys)
+            control = create_control_app(config, supervisor, logs)
+            control = require_key(UpstreamWebsockets(control, config, supervisor), config.api_keys)
             proxy = ProxyApp(
                 routes,
                 control,

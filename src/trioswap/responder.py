@@ -42,6 +42,7 @@ JSON = dict[str, Any]
 MAX_RECORDED_REQUESTS = 1000
 CRASH_EXIT_CODE = 3
 EMBEDDING_SIZE = 8
+WEBSOCKET_PATH = "/ws"
 
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -272,6 +273,9 @@ class Responder:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await self.websocket_echo(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         method: str = scope["method"]
@@ -298,6 +302,20 @@ class Responder:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    @staticmethod
+    async def websocket_echo(scope: Scope, receive: Receive, send: Send) -> None:
+        """`/ws`: send back every message as it came, text as text and bytes as bytes."""
+        await receive()  # websocket.connect
+        if scope["path"] != WEBSOCKET_PATH:
+            # Closing before accepting makes hypercorn refuse the handshake (403).
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        subprotocols = scope.get("subprotocols") or [None]
+        await send({"type": "websocket.accept", "subprotocol": subprotocols[0]})
+        log(f"websocket {scope['path']} accepted")
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({**message, "type": "websocket.send"})
 
     @staticmethod
     async def read_body(receive: Receive) -> bytes:

@@ -17,6 +17,7 @@ from trioswap.pipeline.stage import Stage, StageContext
 from trioswap.pipeline.stages.auth import Auth
 from trioswap.pipeline.stages.body import LimitBody, ReadBody
 from trioswap.pipeline.stages.filters import Filters
+from trioswap.pipeline.stages.ignore_paths import IgnorePaths
 from trioswap.pipeline.stages.resolve import Resolve, ResolvePath
 from trioswap.pipeline.stages.stream import Stream
 from trioswap.pipeline.stages.swap import Swap
@@ -28,6 +29,7 @@ STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "limit_body": LimitBody,
     "resolve": Resolve,
     "resolve_path": ResolvePath,
+    "ignore_paths": IgnorePaths,
     "filters": Filters,
     "swap": Swap,
     "stream": Stream,

@@ -40,10 +40,13 @@ from trioswap.protocols.errors import (
     new_request_id,
     status_of,
 )
+from trioswap.protocols.models import ModelList
 from trioswap.supervisor import ModelState, Supervisor
 from trioswap.web.asgi import ASGIApp, Receive, Scope, Send, answer_unread
 
 OPEN_PATHS = frozenset({"/health"})
+# What /v1/models calls "unloaded": no server process of the model is up.
+_NOT_LOADED = frozenset({ModelState.STOPPED, ModelState.FAILED})
 
 log = logging.getLogger("trioswap.control")
 
@@ -79,8 +82,11 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
     # Control routes take no real bodies; still, what Quart reads is bounded the same way.
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_body
     app.config["BODY_TIMEOUT"] = config.request_body_timeout
-    created = int(time.time())
+    listing = ModelList(config, int(time.time()))
     ui = data_folder("static_ui")
+
+    def loaded(model: str) -> bool:
+        return supervisor.state_of(model) not in _NOT_LOADED
 
     def error(exc: TrioswapError, level: int | None = None) -> Response:
         request_id = new_request_id()
@@ -125,28 +131,7 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, object]:
-        data: list[dict[str, object]] = []
-        for model in config.models.values():
-            if model.unlisted:
-                continue
-            ids = [model.id]
-            if config.include_aliases_in_list:
-                ids.extend(model.aliases)
-            for model_id in ids:
-                entry: dict[str, object] = {
-                    "id": model_id,
-                    "object": "model",
-                    "created": created,
-                    "owned_by": "trioswap",
-                }
-                if model.name:
-                    entry["name"] = model.name
-                if model.description:
-                    entry["description"] = model.description
-                if model.metadata:
-                    entry["meta"] = {"trioswap": dict(model.metadata)}
-                data.append(entry)
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": listing.data(loaded)}
 
     @app.get("/running")
     async def running() -> dict[str, object]:

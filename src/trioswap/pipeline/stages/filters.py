@@ -1,37 +1,68 @@
-"""`filters`: a model's (or a peer's) `filters.stripParams`, `filters.setParams` and
+"""`filters`: a model's `filters.stripParams`, `filters.setParams`, `filters.setParamsByID` and
 `useModelName`.
 
 Only the named fields change; every other field of the JSON body survives as the client sent it.
-When nothing applies the body is forwarded byte for byte.
+When nothing applies the body is forwarded byte for byte. As in llama-swap, params are set at the
+top level, a value replacing the client's whole value (an object is not merged), and the params
+`setParamsByID` has for the name the client asked for are set after `setParams`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trioswap.config import ModelConfig
 from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.peers import PeerRoute, peer_routes
 from trioswap.pipeline.stage import StageContext
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One model's filters, merged once: what to strip, then what to set for each name."""
+
+    strip: tuple[str, ...]
+    set_params: Mapping[str, Any]
+    # The requested name → `setParams` updated with that name's `setParamsByID` entry.
+    set_by_name: Mapping[str, Mapping[str, Any]]
+    use_model_name: str | None
+
+
+def _plan(model: ModelConfig | PeerRoute) -> _Plan:
+    f = model.filters
+    return _Plan(
+        strip=f.strip_params,
+        set_params=f.set_params,
+        set_by_name={name: {**f.set_params, **p} for name, p in f.set_params_by_id.items()},
+        use_model_name=model.use_model_name,
+    )
 
 
 class Filters:
     def __init__(self, context: StageContext) -> None:
-        self._models = context.config.models
+        self._plans = {model.id: _plan(model) for model in context.config.models.values()}
+        # Peers' models by `peer/model`, which the config keeps apart from local ids.
+        self._plans.update({r.name: _plan(r) for r in peer_routes(context.config).values()})
 
     async def __call__(self, exchange: Exchange) -> bool:
         body = exchange.json
-        peer = exchange.peer
-        if body is None or (peer is None and exchange.model_id is None):
+        key = exchange.model_id if exchange.peer is None else exchange.peer.name
+        if body is None or key is None:
             return False
-        # A peer's model: the peer's filters, and the model named as the peer knows it.
-        model = self._models[exchange.model_id] if peer is None else peer
+        plan = self._plans[key]
         changed = False
-        for name in model.filters.strip_params:
+        for name in plan.strip:
             if name in body:
                 del body[name]
                 changed = True
-        for name, value in model.filters.set_params.items():
-            body[name] = value
+        params = plan.set_by_name.get(exchange.model_name or "", plan.set_params)
+        if params:
+            body.update(params)
             changed = True
-        if model.use_model_name is not None and body.get("model") != model.use_model_name:
-            body["model"] = model.use_model_name
+        if plan.use_model_name is not None and body.get("model") != plan.use_model_name:
+            body["model"] = plan.use_model_name
             changed = True
         exchange.body_changed |= changed
         return False
