@@ -47,7 +47,7 @@ def planned_note(info: FieldInfo, annotation: Any) -> str | None:
     return None
 
 
-def check(node: Node, cls: type[Section], path: str, report: Report, warn: Report) -> Node:
+def check(node: Node, cls: type[Section], path: str, warn: Report) -> Node:
     """`node` (a mapping for `cls`) with unknown keys dropped and old spellings renamed. A key
     with no value (null) is dropped too: it takes its default, as in llama-swap."""
     if not isinstance(node.value, dict):
@@ -58,8 +58,8 @@ def check(node: Node, cls: type[Section], path: str, report: Report, warn: Repor
         where = f"{path}.{key}" if path else key
         if key in cls.deprecated_keys:
             new = cls.deprecated_keys[key]
-            if new in node.value:
-                report(child.line, where, f"{key!r} is the old spelling of {new!r}: keep one")
+            if new in node.value:  # llama-swap, too, reads only the new spelling then
+                warn(child.line, where, f"ignored: the old spelling of {new!r}, which is set too")
                 continue
             warn(child.line, where, f"deprecated: write {new!r} (llama-swap reads both)")
             key, where = new, f"{path}.{new}" if path else new
@@ -71,19 +71,19 @@ def check(node: Node, cls: type[Section], path: str, report: Report, warn: Repor
         info, annotation = known[key]
         if (what := planned_note(info, annotation)) is not None:
             warn(child.line, where, f"accepted, but {what} is not implemented in trioswap yet")
-        kept[key] = _check_value(child, annotation, where, report, warn)
+        kept[key] = _check_value(child, annotation, where, warn)
     return Node(kept, node.line)
 
 
-def _check_value(node: Node, annotation: Any, path: str, report: Report, warn: Report) -> Node:
+def _check_value(node: Node, annotation: Any, path: str, warn: Report) -> Node:
     shape, cls = _shape(annotation)
     if cls is None:
         return node
     if shape == "section":
-        return check(node, cls, path, report, warn)
+        return check(node, cls, path, warn)
     if shape == "map" and isinstance(node.value, dict):
         return Node(
-            {k: check(v, cls, f"{path}.{k}", report, warn) for k, v in node.value.items()},
+            {k: check(v, cls, f"{path}.{k}", warn) for k, v in node.value.items()},
             node.line,
         )
     return node

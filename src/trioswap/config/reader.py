@@ -171,7 +171,7 @@ def _read_root(
     if not isinstance(root.value, dict):
         problems.error(root.line, "", "the top level must be a mapping of keys")
         return None
-    checked = keys.check(root, File, "", problems.error, problems.warn)
+    checked = keys.check(root, File, "", problems.warn)
     expander = macros.Expander(environ, problems.error)
     top: dict[str, Node] = checked.value
     global_macros = expander.declared(top.get("macros"), "macros")
