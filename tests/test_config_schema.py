@@ -254,7 +254,7 @@ def test_validate_strict_fails_on_a_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_validate_json_fits_the_schema(name: str) -> None:
-    env, _ = REAL[name]
+    env = REAL[name].env
     done = run_cli("validate", "--json", str(REAL_DIR / name), env=env)
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
