@@ -122,6 +122,8 @@ async def test_models_list_shows_peer_models(launch: LaunchFn) -> None:
         "meta": {"trioswap": {"type": "peer", "peerID": "office"}},
         "status": {"value": "unloaded"},
     }
+    # Nor is a websocket relayed to a peer.
+    assert (await refusal(ts, "/upstream/office/qwen/ws")).status_code == 400
 
 
 async def test_models_list_aliases_include_set_params_by_id_names(launch: LaunchFn) -> None:

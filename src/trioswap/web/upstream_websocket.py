@@ -5,7 +5,8 @@ the model, counts toward `concurrencyLimit` and keeps the model from being swapp
 `drainTimeout`). A model with `compat.ignoreWebsockets` opts its websockets out of all that, as
 llama-swap does: they never start it (409 while it is not ready) and hold no lease, so a UI's
 status socket neither keeps the model loaded nor delays a swap; when the model stops, they end.
-`upstream.ignorePaths` applies to a websocket's path as to any other.
+`upstream.ignorePaths` applies to a websocket's path as to any other. Websockets to a peer's
+model are refused (400): peers are for inference requests.
 
 Refusals before the handshake completes are HTTP answers (ASGI's websocket.http.response), as
 JSON errors; a model server's own refusal of the handshake is passed on as it answered.
@@ -30,6 +31,7 @@ from trio_websocket import (
 from trioswap.clip import clip
 from trioswap.config import Config, ModelConfig
 from trioswap.errors import (
+    BadRequest,
     ModelNotLoaded,
     TrioswapError,
     UpstreamConnectError,
@@ -94,7 +96,12 @@ class UpstreamWebsockets:
         # The handshake runs in a nursery (trio-websocket's reader task): its errors come grouped.
         try:
             async with AsyncExitStack() as stack:
-                _, model_id, rest = upstream_target(self._config, scope["raw_path"])
+                name, model_id, rest = upstream_target(self._config, scope["raw_path"])
+                if model_id is None:
+                    raise BadRequest(
+                        f"websockets to a peer's model ({clip(name)}) are not relayed: connect "
+                        "to the peer itself"
+                    )
                 model = self._config.models[model_id]
                 proxy = await self._server(stack, model, rest)
                 upstream = await self._open(stack, model, proxy, rest, scope)
