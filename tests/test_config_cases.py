@@ -4,8 +4,8 @@ then what loading it must give:
     expect:
       env: {NAME: value}          # the environment the config is read with (nothing else is set)
       strict: true                # read as `trioswap validate --strict` does
-      errors:   ["LINE KEY: part of the message", ...]     # all of them, in any order
-      warnings: ["LINE KEY: part of the message", ...]     # ('=message': all of it)
+      errors:   ["LINE KEY: part of the message", ...]     # all of them, in any order;
+      warnings: ["LINE KEY: part of the message", ...]     # LINE '-' is none, '=message' all
       resolved: {PATH: value}     # attribute paths on the loaded `Config`, e.g. models.a.ttl,
                                   # document.models.a.ttl, upstream_ignore_paths[0]; a [key] may
                                   # hold dots and slashes: peer_models[p/m.1].model;
