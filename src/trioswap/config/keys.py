@@ -28,9 +28,35 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """' (did you mean 'x'?)' when one choice is close to `word` or begins it, else ''."""
     lowered = {c.lower(): c for c in choices}
     close = [lowered[word.lower()]] if word.lower() in lowered else []
+    close = close or [c for c in choices if _one_edit(word, c)]
     close = close or difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     close = close or [c for c in choices if len(c) > 2 and word.lower().startswith(c.lower())]
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _one_edit(word: str, choice: str) -> bool:
+    """`word` is `choice` with one letter wrong, missing, extra, or two neighbours swapped
+    (tll → ttl, cmdStpo → cmdStop); only for words long enough to make that meaningful."""
+    if min(len(word), len(choice)) < 3 or word == choice:
+        return False
+    if len(word) == len(choice):
+        diff = [i for i, (a, b) in enumerate(zip(word, choice, strict=True)) if a != b]
+        if len(diff) == 1:
+            return True
+        i = diff[0]
+        return (
+            len(diff) == 2
+            and diff[1] == i + 1
+            and (word[i], word[i + 1]) == (choice[i + 1], choice[i])
+        )
+    short, long = sorted((word, choice), key=len)
+    if len(long) - len(short) != 1:
+        return False
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+# A key written with no value, or an empty list or mapping: the default.
+EMPTY: tuple[object, ...] = (None, [], {})
 
 
 @cache
@@ -69,7 +95,8 @@ def check(node: Node, cls: type[Section], path: str, warn: Report) -> Node:
         if child.value is None:
             continue
         info, annotation = known[key]
-        if (what := planned_note(info, annotation)) is not None:
+        # An empty value is the default, which asks nothing of the feature.
+        if (what := planned_note(info, annotation)) is not None and child.value not in EMPTY:
             warn(child.line, where, f"accepted, but {what} is not implemented in trioswap yet")
         kept[key] = _check_value(child, annotation, where, warn)
     return Node(kept, node.line)

@@ -14,9 +14,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from trioswap.config.keys import did_you_mean
-from trioswap.config.yamlnodes import Node
+from trioswap.config.yamlnodes import Node, scalar
 
 MACRO = re.compile(r"\$\{([^}]*)\}")
+_WHOLE_ENV = re.compile(r"\$\{env\.[^}]*\}")
+# Keys whose values go anywhere (into request bodies, /v1/models): nothing else types them.
+_TYPED_ENV = frozenset({"metadata", "setParams", "setParamsByID"})
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 RESERVED = ("PORT", "MODEL_ID", "PID")
 _MAX_DEPTH = 20
@@ -49,10 +52,18 @@ class Expander:
         return macros
 
     def expand(
-        self, node: Node, macros: Mapping[str, Any], key: str, allow_pid: bool = False
+        self,
+        node: Node,
+        macros: Mapping[str, Any],
+        key: str,
+        allow_pid: bool = False,
+        typed: bool = False,
     ) -> Node:
-        """`node` with every macro substituted, recursively; lines are kept."""
+        """`node` with every macro substituted, recursively; lines are kept. Under `typed` (the
+        free-form values of `_TYPED_ENV`), an unquoted `${env.X}` takes the type YAML gives X's
+        text, as in llama-swap, which puts env values into the text before parsing it."""
         value = node.value
+        typed = typed or key.rpartition(".")[2] in _TYPED_ENV
         if isinstance(value, dict):
             out: dict[str, Node] = {}
             for k, v in value.items():
@@ -60,14 +71,20 @@ class Expander:
                 name = self._key(k, v.line, macros, where)
                 if name in out:  # only expanded keys can meet: YAML refuses duplicate keys
                     self.report(v.line, where, f"names {name!r}, as another key here does")
-                out[name] = self.expand(v, macros, where, allow_pid)
+                out[name] = self.expand(v, macros, where, allow_pid, typed)
             return Node(out, node.line)
         if isinstance(value, list):
             return Node(
-                [self.expand(v, macros, f"{key}[{i}]", allow_pid) for i, v in enumerate(value)],
+                [
+                    self.expand(v, macros, f"{key}[{i}]", allow_pid, typed)
+                    for i, v in enumerate(value)
+                ],
                 node.line,
             )
-        return Node(self.value(value, macros, node.line, key, allow_pid), node.line)
+        result = self.value(value, macros, node.line, key, allow_pid)
+        if typed and node.plain and isinstance(result, str) and _WHOLE_ENV.fullmatch(value):
+            result = scalar(result)
+        return Node(result, node.line)
 
     def value(
         self, value: Any, macros: Mapping[str, Any], line: int, key: str, allow_pid: bool = False

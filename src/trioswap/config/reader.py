@@ -33,6 +33,8 @@ _IDENTITY_MAPS = frozenset(
         "selectors",
         "peers",
         "routing.router.settings.groups",
+        "matrix",
+        "routing.router.settings.matrix",
     }
 )
 
@@ -433,7 +435,7 @@ def _unhide_braces(node: Node) -> Node:
         value = [_unhide_braces(v) for v in value]
     elif isinstance(value, str):
         value = value.translate(_UNHIDE)
-    return Node(value, node.line)
+    return Node(value, node.line, node.plain)
 
 
 def _strip_comments(command: str) -> str:
@@ -448,7 +450,7 @@ def _shift(node: Node, offset: int) -> Node:
         value = {k: _shift(v, offset) for k, v in value.items()}
     elif isinstance(value, list):
         value = [_shift(v, offset) for v in value]
-    return Node(value, node.line + offset)
+    return Node(value, node.line + offset, node.plain)
 
 
 def _merge(into: Node, other: Node, path: str, problems: Problems) -> Node:

@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from trioswap.config import schema
-from trioswap.config.keys import did_you_mean
+from trioswap.config.keys import did_you_mean, fields_by_key, planned_note
 from trioswap.config.resolved import (
     Capabilities,
     Config,
@@ -337,6 +337,13 @@ class Resolver:
         """The file as trioswap understands it, in the file's own keys: defaults filled in,
         inherited values resolved, legacy keys moved to where they live now."""
         doc = self.file.model_dump(mode="json", by_alias=True)
+        # Keys trioswap does not act on yet appear only if the file has them: loading this
+        # document again must not warn about what the user never wrote.
+        keys = fields_by_key(schema.File)
+        for name, info in schema.File.model_fields.items():
+            key = info.alias or name
+            if name not in self.file.model_fields_set and planned_note(*keys[key]):
+                doc.pop(key, None)
         doc["healthCheckTimeout"] = self.health_check_timeout
         for model_id, entry in doc["models"].items():
             model = models[model_id]

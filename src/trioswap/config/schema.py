@@ -73,11 +73,6 @@ def _http_url(url: str) -> str:
     return url
 
 
-def _bare_off(value: Any) -> Any:
-    """YAML 1.1 reads an unquoted `off` as false: `truncationMode: off` means 'off'."""
-    return "off" if value is False else value
-
-
 Seconds = Annotated[float, Field(ge=0)]
 Duration = Annotated[
     float,
@@ -249,9 +244,9 @@ class Model(Section):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     compat: Compat = Field(default_factory=Compat)
     capabilities: Capabilities = Field(default_factory=Capabilities)
-    truncation_mode: Annotated[
-        Literal["off", "limit_only", "always", "llm_assisted"] | None, BeforeValidator(_bare_off)
-    ] = Field(None, alias="truncationMode", description="the prompt optimizer's policy")
+    truncation_mode: Literal["off", "limit_only", "always", "llm_assisted"] | None = Field(
+        None, alias="truncationMode", description="the prompt optimizer's policy"
+    )
 
 
 class Group(Section):
@@ -282,7 +277,7 @@ class Router(Section):
 
 
 class Fifo(Section):
-    priority: Annotated[dict[str, int], Planned("queue priorities")] = Field(
+    priority: Annotated[dict[str, int], Planned("priority scheduling")] = Field(
         default_factory=dict, description="model id → priority (higher is served first)"
     )
 
@@ -423,18 +418,16 @@ class File(Section):
         alias="logToStdout",
         description="what goes to stdout: trioswap's log, the model servers' output, both, none",
     )
-    log_requests: Annotated[bool, Planned("logRequests (llama-swap no longer reads it)")] = Field(
-        False, alias="logRequests"
-    )
+    log_requests: Annotated[bool, Planned("request logging")] = Field(False, alias="logRequests")
     metrics_max_in_memory: Annotated[int, Planned("the activity store")] = Field(
         1000, ge=0, alias="metricsMaxInMemory"
     )
-    capture_buffer: Annotated[float, Planned("request captures")] = Field(
+    capture_buffer: Annotated[float, Planned("request capture")] = Field(
         5, ge=0, alias="captureBuffer"
     )
     store: Annotated[Store | None, Planned("the activity store")] = None
-    ui: Annotated[UI, Planned("the web UI's activity settings")] = Field(default_factory=UI)
-    performance: Annotated[Performance, Planned("performance statistics")] = Field(
+    ui: Annotated[UI, Planned("the activity view of the web UI")] = Field(default_factory=UI)
+    performance: Annotated[Performance, Planned("performance monitoring")] = Field(
         default_factory=Performance
     )
     start_port: int = Field(
@@ -466,8 +459,12 @@ class File(Section):
         default_factory=list, alias="apiKeys", description="keys a request must present"
     )
     models: dict[str, Model] = Field(default_factory=dict, description="model id → its server")
-    profiles: Annotated[dict[str, Profile], Planned("profiles")] = Field(default_factory=dict)
-    selectors: Annotated[dict[str, Selector], Planned("selectors")] = Field(default_factory=dict)
+    profiles: Annotated[dict[str, Profile], Planned("profile switching")] = Field(
+        default_factory=dict
+    )
+    selectors: Annotated[dict[str, Selector], Planned("selector routing")] = Field(
+        default_factory=dict
+    )
     routing: Routing = Field(default_factory=Routing)
     groups: dict[str, Group] = Field(
         default_factory=dict,
