@@ -70,10 +70,10 @@ def config_yaml(
         keys = {"cmd": "echo", "proxy": '"http://127.0.0.1:1"', **extra}
         lines.append(f"  {model_id}: {{{', '.join(f'{k}: {_flow(v)}' for k, v in keys.items())}}}")
     if groups:
-        lines.append("groups:")
+        lines.append("routing:\n  router:\n    settings:\n      groups:")
         for group_id, keys in groups.items():
             inner = ", ".join(f"{k}: {_flow(v)}" for k, v in keys.items())
-            lines.append(f"  {group_id}: {{{inner}}}")
+            lines.append(f"        {group_id}: {{{inner}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -125,7 +125,7 @@ class Harness:
         groups: Mapping[str, Mapping[str, Any]] | None = None,
         drain_timeout: float = 0.0,
     ) -> None:
-        config = loads(config_yaml(models, groups))
+        config = loads(config_yaml(models, groups), strict=True)
         self.rules = GroupRules.from_config(config)
         self.fx = Recorder()
         self.sched = Scheduler(config.models, self.rules, self.fx, drain_timeout)
@@ -1425,7 +1425,7 @@ class Driver:
 
     def __init__(self, config_name: str, drain_timeout: float = 0.0) -> None:
         models, groups = CONFIGS[config_name]
-        config = loads(config_yaml(models, groups))
+        config = loads(config_yaml(models, groups), strict=True)
         self.model_ids = sorted(config.models)
         self.ttl = {m: c.ttl for m, c in config.models.items()}
         self.rules = GroupRules.from_config(config)

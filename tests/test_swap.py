@@ -184,7 +184,7 @@ models:
     first = body["data"][0]
     assert first["name"] == "Model A"
     assert first["description"] == "the first"
-    assert first["meta"] == {"trioswap": {"ctx": 4096}}
+    assert first["meta"] == {"trioswap": {"ctx": 4096, "type": "model", "aliases": ["alpha"]}}
     assert json.dumps(body)  # plain JSON
 
 
