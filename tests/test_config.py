@@ -2080,9 +2080,22 @@ def test_cli_validate_bad_file(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
+        f"warning: {path}:5: models.a.colour: unknown key, ignored",
         f"{path}:4: models.a.ttl: must be at least -1, not -2",
         "invalid: 1 problem",
     ]
+
+
+def test_cli_validate_shows_warnings_beside_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "both.yaml", "modles: 1\n" + BAD_CLI_CONFIG)
+    for args, prefix in ((("validate",), "warning: "), (("--config",), "trioswap: warning: ")):
+        result = run_trioswap(*args, str(path), cwd=tmp_path)
+        assert result.returncode == 1
+        assert (
+            f"{prefix}{path}:1: modles: unknown key, ignored (did you mean 'models'?)"
+            in result.stderr.splitlines()
+        )
+        assert f"{path}:5: models.a.ttl: must be at least -1, not -2" in result.stderr
 
 
 def test_cli_validate_missing_file(tmp_path: Path) -> None:

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load(args.config or (None if args.config_dir else demo_config_path()), args)
     except ConfigError as exc:
+        for warning in exc.warnings:
+            print(f"trioswap: warning: {warning}", file=sys.stderr)
         print(f"trioswap: invalid config\n{exc}", file=sys.stderr)
         return 1
     for warning in config.warnings:
@@ -111,6 +113,8 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         config = _load(path, args)
     except ConfigError as exc:
+        for warning in exc.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(exc, file=sys.stderr)
         print(
             f"invalid: {len(exc.problems)} problem" + "s" * (len(exc.problems) != 1),

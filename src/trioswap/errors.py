@@ -51,8 +51,13 @@ class ConfigProblem:
 
 
 class ConfigError(TrioswapError):
-    def __init__(self, problems: list[ConfigProblem]) -> None:
+    """`problems` made the config invalid; `warnings` were found beside them."""
+
+    def __init__(
+        self, problems: list[ConfigProblem], warnings: list[ConfigProblem] | None = None
+    ) -> None:
         self.problems = problems
+        self.warnings = warnings or []
         super().__init__("\n".join(str(p) for p in problems))
 
 

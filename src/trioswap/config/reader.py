@@ -152,12 +152,17 @@ def read(texts: list[tuple[str, str]], environ: Mapping[str, str], *, strict: bo
         else:
             problems.error(node.line, "", "the top level must be a mapping of keys")
     config = _read_root(root, sources, problems, environ, strict)
-    if config is not None and (strict or config.document.get("strict")) and problems.warnings:
-        problems.errors.extend(problems.warnings)
-        config = None
+    warnings = problems.warnings
+    if config is not None and (strict or config.document.get("strict")) and warnings:
+        problems.errors.extend(warnings)
+        config, warnings = None, []
     if problems.errors or config is None:
-        raise ConfigError(sorted(problems.errors, key=lambda p: (p.file, p.line or 0, p.key)))
+        raise ConfigError(_in_order(problems.errors), _in_order(warnings))
     return config
+
+
+def _in_order(found: list[ConfigProblem]) -> list[ConfigProblem]:
+    return sorted(found, key=lambda p: (p.file, p.line or 0, p.key))
 
 
 def _read_root(
