@@ -1,0 +1,65 @@
+"""A model server's error answer (OpenAI-shaped JSON, or anything) as an Anthropic error body.
+
+The status is kept (a status that is no error at all becomes 502) and picks Anthropic's error
+type. The message is the upstream's own, found where OpenAI, llama-server, vLLM and FastAPI put
+it, else the body's text. llama-server's context overflow (`exceed_context_size_error`, with
+`n_prompt_tokens` and `n_ctx`) is said as Anthropic says it, "prompt is too long: N tokens > M
+maximum", which is what Claude Code looks for to compact the conversation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trioswap.clip import clip
+from trioswap.errors import UPSTREAM_DETAIL_CHARS
+from trioswap.protocols.anthropic.reply import mapping
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def chat_error_to_anthropic(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
+    """The status to answer with and an Anthropic error body for an upstream's error answer."""
+    if not 400 <= status <= 599:
+        status = 502
+    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    message = clip(_message(body) or f"the model server answered {status}", UPSTREAM_DETAIL_CHARS)
+    return status, {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _message(body: bytes) -> str:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return body.decode("utf-8", "replace").strip()
+    document = mapping(document)
+    error = document.get("error")
+    if isinstance(error, str):
+        return error
+    error = mapping(error)
+    said = error.get("message")
+    said = said if isinstance(said, str) else ""
+    prompt, context = error.get("n_prompt_tokens"), error.get("n_ctx")
+    if error.get("type") == "exceed_context_size_error" and _ints(prompt, context):
+        return f"prompt is too long: {prompt} tokens > {context} maximum ({said})"
+    for found in (said, document.get("message"), document.get("detail")):
+        if isinstance(found, str) and found:
+            return found
+    return body.decode("utf-8", "replace").strip()
+
+
+def _ints(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
