@@ -282,7 +282,7 @@ def _image(block: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _unsupported(kind: Any, where: str, context: str) -> BadRequest:
     if kind in _BLOCK_TYPES:
-        return BadRequest(f"{where}: a {kind} block cannot be translated in {context}")
+        return BadRequest(f"{where}: {kind} blocks cannot be translated in {context}")
     return BadRequest(f"{where}: unknown block type {_show(kind)}")
 
 

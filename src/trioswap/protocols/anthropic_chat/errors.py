@@ -14,7 +14,7 @@ from typing import Any
 
 from trioswap.clip import clip
 from trioswap.errors import UPSTREAM_DETAIL_CHARS
-from trioswap.protocols.anthropic.reply import mapping
+from trioswap.protocols.anthropic_chat.reply import mapping
 
 _TYPES = {
     400: "invalid_request_error",

@@ -6,9 +6,9 @@ or `chat_error_to_anthropic`. Each module's docstring lists the decisions it mak
 APIs differ.
 """
 
-from trioswap.protocols.anthropic.errors import chat_error_to_anthropic
-from trioswap.protocols.anthropic.reply import message_from_chat
-from trioswap.protocols.anthropic.request import request_to_chat
-from trioswap.protocols.anthropic.stream import MessageStream
+from trioswap.protocols.anthropic_chat.errors import chat_error_to_anthropic
+from trioswap.protocols.anthropic_chat.reply import message_from_chat
+from trioswap.protocols.anthropic_chat.request import request_to_chat
+from trioswap.protocols.anthropic_chat.stream import MessageStream
 
 __all__ = ["MessageStream", "chat_error_to_anthropic", "message_from_chat", "request_to_chat"]

@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from trioswap.protocols.anthropic.reply import (
+from trioswap.protocols.anthropic_chat.reply import (
     mapping,
     matched_stop,
     model_of,
