@@ -40,6 +40,11 @@ from trioswap.protocols.responses_chat.output import (
 MESSAGE = "message"
 REASONING = "reasoning"
 _EMPTY: Mapping[str, Any] = {}
+# The codes a failed response carries: documented ones that can happen here, and
+# context_length_exceeded, which OpenAI sends and Codex acts on. Any other is a server_error.
+_FAILED_CODES = frozenset(
+    {"server_error", "rate_limit_exceeded", "invalid_prompt", "context_length_exceeded"}
+)
 
 
 class _Text:
@@ -109,7 +114,7 @@ class ResponseStream:
         error = chunk.get("error")
         if error:
             detail = openai_error(error, 500, "the model server failed")
-            return self.error(detail["code"] or "server_error", detail["message"])
+            return self.error(detail["code"] or "", detail["message"])
         usage = chunk.get("usage")
         if usage is not None:
             self._usage = usage
@@ -147,13 +152,17 @@ class ResponseStream:
 
     def error(self, code: str, message: str) -> bytes:
         """response.failed, ending the stream. Items still open are left so: a tool call cut
-        short is never handed over as done."""
+        short is never handed over as done. `code` is kept if a failed response may carry it
+        (server_error, rate_limit_exceeded, context_length_exceeded...), else server_error."""
         if self._ended:
             return b""
         self._begin()
         output = [item for item in self._output if item is not None]
         response = finished(self._base, "failed", output, usage_from_chat(self._usage), None)
-        response["error"] = {"code": code, "message": message}
+        response["error"] = {
+            "code": code if code in _FAILED_CODES else "server_error",
+            "message": message,
+        }
         self._emit("response.failed", {"response": response})
         self._ended = True
         return self._flush()
