@@ -16,6 +16,7 @@ from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.loader import Pipeline
 from trioswap.pipeline.runner import run_pipeline
 from trioswap.pipeline.sink import Sink
+from trioswap.pipeline.translation import LearnedApis
 from trioswap.protocols.errors import Family, Headers
 from trioswap.supervisor import Supervisor
 from trioswap.web.asgi import AsgiBody, Message
@@ -101,7 +102,7 @@ async def test_a_trioswap_error_inside_exception_groups_keeps_its_status() -> No
 async def test_control_app_answers_unexpected_exceptions_in_json(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = create_control_app(CONFIG, Supervisor(CONFIG, LogHub()), LogHub())
+    app = create_control_app(CONFIG, Supervisor(CONFIG, LogHub()), LogHub(), LearnedApis())
 
     @app.get("/boom")
     async def boom() -> str:

@@ -120,7 +120,7 @@ async def run(
             await nursery.start(supervisor.run)
             context = StageContext(config=config, supervisor=supervisor, upstream_pools=pools)
             routes = load_routes(context)
-            control = create_control_app(config, supervisor, logs)
+            control = create_control_app(config, supervisor, logs, context.learned_apis)
             control = require_key(UpstreamWebsockets(control, config, supervisor), config.api_keys)
             proxy = ProxyApp(
                 routes,

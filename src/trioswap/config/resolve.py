@@ -164,6 +164,7 @@ class Resolver:
             timeouts=timeouts(m.timeouts),
             capabilities=capabilities,
             ignore_websockets=m.compat.ignore_websockets,
+            apis={"anthropic": m.apis.anthropic, "responses": m.apis.responses},
             with_port=partial(with_port, model_id) if port is not None else None,
         )
 

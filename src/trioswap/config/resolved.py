@@ -67,6 +67,8 @@ class ModelConfig:
     timeouts: Timeouts
     capabilities: Capabilities | None
     ignore_websockets: bool
+    # API family ("anthropic", "responses") → "auto", "native" or "translate".
+    apis: Mapping[str, str]
     # The same model with `${PORT}` set to another port (for a start whose port is taken).
     with_port: Callable[[int], ModelConfig] | None = field(default=None, compare=False, repr=False)
 

@@ -192,6 +192,22 @@ class Capabilities(Section):
     context: int = Field(0, ge=0, description="the context window in tokens (0: unknown)")
 
 
+ApiMode = Literal["auto", "native", "translate"]
+
+
+class Apis(Section):
+    """How requests in an API family other than chat completions reach the server."""
+
+    anthropic: ApiMode = Field(
+        "auto",
+        description="/v1/messages: native (passed on), translate (to chat completions and "
+        "back), auto (native; translated from the server's first 404/405 until it restarts)",
+    )
+    responses: ApiMode = Field(
+        "auto", description="/v1/responses: native, translate or auto, as for anthropic"
+    )
+
+
 class Model(Section):
     deprecated_keys: ClassVar[dict[str, str]] = {"cmd_stop": "cmdStop"}
 
@@ -244,6 +260,7 @@ class Model(Section):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     compat: Compat = Field(default_factory=Compat)
     capabilities: Capabilities = Field(default_factory=Capabilities)
+    apis: Apis = Field(default_factory=Apis)
     truncation_mode: Literal["off", "limit_only", "always", "llm_assisted"] | None = Field(
         None, alias="truncationMode", description="the prompt optimizer's policy"
     )

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from trioswap.pipeline.peers import PeerRoute
 from trioswap.pipeline.sink import Sink
+from trioswap.pipeline.translation import Fallback, Translation
 from trioswap.protocols.errors import Headers
 from trioswap.supervisor import ModelServer
 
@@ -58,6 +59,11 @@ class Exchange:
     # The path sent to the model server (bytes as they will go on the wire, before the query).
     upstream_path: bytes = b""
     server: ModelServer | None = None
+    # Set by `translate`: the reply is translated back to the client's API family.
+    translation: Translation | None = None
+    # Set by `translate` in auto mode: turns the exchange into a translated one, for a server
+    # that turns out not to serve the family natively (`stream` calls it at most once).
+    fallback: Fallback | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

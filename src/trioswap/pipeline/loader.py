@@ -21,6 +21,7 @@ from trioswap.pipeline.stages.ignore_paths import IgnorePaths
 from trioswap.pipeline.stages.resolve import Resolve, ResolvePath
 from trioswap.pipeline.stages.stream import Stream
 from trioswap.pipeline.stages.swap import Swap
+from trioswap.pipeline.stages.translate import Translate
 from trioswap.protocols.errors import Family
 
 STAGES: dict[str, Callable[[StageContext], Stage]] = {
@@ -32,6 +33,7 @@ STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "ignore_paths": IgnorePaths,
     "filters": Filters,
     "swap": Swap,
+    "translate": Translate,
     "stream": Stream,
 }
 

@@ -14,8 +14,9 @@ and retries) only call these methods; the runner only calls `fail`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
+from functools import partial
 from typing import Protocol
 
 from trioswap.errors import TrioswapError
@@ -54,12 +55,15 @@ class SinkStateError(RuntimeError):
 
 
 class Sink:
-    __slots__ = ("_transport", "family", "state")
+    __slots__ = ("_transport", "family", "state", "stream_error")
 
     def __init__(self, transport: Transport, family: Family) -> None:
         self._transport = transport
         self.family = family
         self.state = PENDING
+        # How a failed event stream ends when its events are not the family's default ones
+        # (a translated stream ends as its translator says).
+        self.stream_error: Callable[[TrioswapError, str], bytes] | None = None
 
     async def start(self, status: int, headers: Headers, *, events: bool = False) -> None:
         self._move(PENDING, EVENTS if events else BYTES)
@@ -101,7 +105,8 @@ class Sink:
             body = error_bytes(self.family, error, request_id)
             await self.respond(status_of(error), body, error_headers(error, request_id))
         elif state is EVENTS:
-            await self.send(stream_error_event(self.family, error, request_id))
+            end = self.stream_error or partial(stream_error_event, self.family)
+            await self.send(end(error, request_id))
             await self.end()
         else:
             self.state = DONE

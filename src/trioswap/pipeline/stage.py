@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from trioswap.config import Config
 from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.translation import LearnedApis
 from trioswap.pipeline.upstream import PoolFor
 from trioswap.supervisor import Supervisor
 
@@ -26,3 +27,5 @@ class StageContext:
     supervisor: Supervisor
     # The connection pool for an upstream's timeouts (see `upstream.open_upstream_pools`).
     upstream_pools: PoolFor
+    # What `auto` learned about which servers need translation (shown in /running).
+    learned_apis: LearnedApis = field(default_factory=LearnedApis)

@@ -102,6 +102,7 @@ class ModelStatus:
     pid: int | None  # the model server's, while it has one
     proxy: str  # where it is (or would be) served: the port actually used
     cmd: str  # its command line as started, shell-quoted, secrets masked
+    generation: int | None = None  # which start of the model's server, while it has one
 
 
 @dataclass
@@ -190,6 +191,7 @@ class Router:
                 None if run is None else run.pid,
                 config.proxy,
                 shown_command(config.cmd),
+                None if run is None else run.server.generation,
             )
         return out
 

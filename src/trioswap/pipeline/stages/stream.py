@@ -10,6 +10,7 @@ request (see DESIGN.md, "The hot path").
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ import httpcore
 
 from trioswap.config import ModelConfig, PeerConfig
 from trioswap.errors import UpstreamError
+from trioswap.pipeline.count_tokens import count_tokens
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.peers import PeerRoute
 from trioswap.pipeline.sink import PENDING
 from trioswap.pipeline.stage import StageContext
+from trioswap.pipeline.translated import translated_reply
+from trioswap.pipeline.translation import TRANSLATED_HEADER
 from trioswap.pipeline.upstream import (
     PoolFor,
     open_response,
@@ -31,6 +35,10 @@ from trioswap.pipeline.upstream import (
     upstream_url,
 )
 from trioswap.protocols.errors import Headers
+
+log = logging.getLogger("trioswap.proxy")
+# What a server without a route answers: llama-server 404, some servers 405.
+FALLBACK_STATUSES = frozenset({404, 405})
 
 HOP_BY_HOP = frozenset(
     {
@@ -91,6 +99,7 @@ class Stream:
             p.id: _route(p, pools, HOP_BY_HOP | CREDENTIALS, _credentials(p.api_key))
             for p in config.peers.values()
         }
+        self._learned = context.learned_apis
 
     async def __call__(self, exchange: Exchange) -> bool:
         peer = exchange.peer
@@ -100,34 +109,43 @@ class Stream:
             target = exchange.server.config
             proxy = target.proxy
             route = self._models[exchange.model_id]
+            fallback = exchange.fallback
+            generation = exchange.server.generation
+            if fallback and self._learned.translated(target.id, generation, fallback.family):
+                fallback.apply()
         else:
             target = peer
             proxy = peer.peer.proxy
             route = self._peers[peer.peer.id]
-        headers = [(k, v) for k, v in exchange.headers if k not in route.drop]
-        headers.extend(route.credentials)
-        content: bytes | AsyncIterator[bytes] | None = exchange.body
-        if content is not None:
-            if exchange.body_changed and exchange.json is not None:
-                content = json.dumps(exchange.json).encode()
-        elif exchange.request_body.present:
-            content = aiter(exchange.request_body)
-            headers.extend(exchange.request_body.framing)
-        url = upstream_url(proxy, exchange.upstream_path, exchange.query)
         sink = exchange.sink
-        replayable = not isinstance(content, AsyncIterator)
         with upstream_errors(target):
+            if exchange.translation is not None and exchange.translation.count:
+                await _answer_count(exchange, route, proxy)
+                return True
             async with AsyncExitStack() as stack:
-                response = await open_response(
-                    stack,
-                    route.pool,
-                    replayable,
-                    method=exchange.method,
-                    url=url,
-                    headers=headers,
-                    content=content,
-                    extensions=route.extensions,
-                )
+                response = await _open(stack, exchange, route, proxy)
+                fallback = exchange.fallback
+                if fallback is not None and response.status in FALLBACK_STATUSES:
+                    # `auto`: the server has no such route; translate from now on.
+                    assert exchange.server is not None
+                    self._learned.learn(target.id, exchange.server.generation, fallback.family)
+                    log.info(
+                        "model %s answered %s %d: translating %s requests to chat completions "
+                        "until it restarts",
+                        target.id,
+                        exchange.path,
+                        response.status,
+                        fallback.family,
+                    )
+                    await stack.aclose()
+                    fallback.apply()
+                    if exchange.translation is not None and exchange.translation.count:
+                        await _answer_count(exchange, route, proxy)
+                        return True
+                    response = await _open(stack, exchange, route, proxy)
+                if exchange.translation is not None:
+                    await translated_reply(exchange, response, target.id)
+                    return True
                 if sink.state is not PENDING:
                     await _continue_stream(exchange, response)
                     return True
@@ -145,6 +163,45 @@ class Stream:
                     await sink.send(chunk)
         await sink.end()
         return True
+
+
+async def _open(
+    stack: AsyncExitStack, exchange: Exchange, route: _Route, proxy: str
+) -> httpcore.Response:
+    """Send the exchange's request (as it is now: `translate` may change it between tries)."""
+    headers = [(k, v) for k, v in exchange.headers if k not in route.drop]
+    headers.extend(route.credentials)
+    content: bytes | AsyncIterator[bytes] | None = exchange.body
+    if content is not None:
+        if exchange.body_changed and exchange.json is not None:
+            content = json.dumps(exchange.json).encode()
+    elif exchange.request_body.present:
+        content = aiter(exchange.request_body)
+        headers.extend(exchange.request_body.framing)
+    if exchange.translation is not None:
+        # The reply is parsed: it must come as it is, not compressed.
+        headers = [(k, v) for k, v in headers if k != b"accept-encoding"]
+    url = upstream_url(proxy, exchange.upstream_path, exchange.query)
+    return await open_response(
+        stack,
+        route.pool,
+        not isinstance(content, AsyncIterator),
+        method=exchange.method,
+        url=url,
+        headers=headers,
+        content=content,
+        extensions=route.extensions,
+    )
+
+
+async def _answer_count(exchange: Exchange, route: _Route, proxy: str) -> None:
+    assert exchange.translation is not None
+    tokens, how = await count_tokens(
+        exchange.translation.request, route.pool, proxy, route.extensions
+    )
+    body = json.dumps({"input_tokens": tokens}).encode()
+    headers = [(TRANSLATED_HEADER, b"count_tokens:" + how.encode())]
+    await exchange.sink.respond(200, body, headers)
 
 
 async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> None:
