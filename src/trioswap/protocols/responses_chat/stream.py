@@ -12,7 +12,8 @@ A call's item is added once its name is known. Custom tool calls (sent to the se
 functions with one `input` argument) are decoded when whole, so their input comes in one delta.
 
 Events are JSON with non-ASCII escaped: a server's text may hold a lone surrogate, which could
-not be written as UTF-8.
+not be written as UTF-8. A delta event, one per chunk, is its item's prefix (made when the item
+opens), the piece as a JSON string, and the sequence number: one `json.dumps` of a string.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from trioswap.protocols.responses_chat.output import (
 MESSAGE = "message"
 REASONING = "reasoning"
 _EMPTY: Mapping[str, Any] = {}
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 # The codes a failed response carries: documented ones that can happen here, and
 # context_length_exceeded, which OpenAI sends and Codex acts on. Any other is a server_error.
 _FAILED_CODES = frozenset(
@@ -47,22 +49,36 @@ _FAILED_CODES = frozenset(
 )
 
 
+def _delta_head(kind: str, item_id: str, index: int, **fields: object) -> str:
+    """A delta event up to its delta's value."""
+    event = _ENCODE({"type": kind, "item_id": item_id, "output_index": index, **fields})
+    return f'event: {kind}\ndata: {event[:-1]},"delta":'
+
+
 class _Text:
     """The open reasoning or message item."""
 
-    __slots__ = ("index", "item_id", "kind", "parts")
+    __slots__ = ("delta_head", "index", "item_id", "kind", "parts")
 
     def __init__(self, kind: str, index: int, item_id: str) -> None:
         self.kind = kind
         self.index = index
         self.item_id = item_id
         self.parts: list[str] = []
+        if kind == MESSAGE:
+            self.delta_head = _delta_head(
+                "response.output_text.delta", item_id, index, content_index=0, logprobs=[]
+            )
+        else:
+            self.delta_head = _delta_head(
+                "response.reasoning_summary_text.delta", item_id, index, summary_index=0
+            )
 
 
 class _Call:
     """A tool call; `index` is its output index once its item is added, else -1."""
 
-    __slots__ = ("arguments", "call_id", "custom", "index", "item_id", "name")
+    __slots__ = ("arguments", "call_id", "custom", "delta_head", "index", "item_id", "name")
 
     def __init__(self) -> None:
         self.call_id = ""
@@ -71,6 +87,7 @@ class _Call:
         self.index = -1
         self.item_id = ""
         self.custom = False
+        self.delta_head = ""
 
 
 class ResponseStream:
@@ -168,10 +185,14 @@ class ResponseStream:
         return self._flush()
 
     def _emit(self, kind: str, fields: Json) -> None:
-        event = {"type": kind, **fields, "sequence_number": self._seq}
+        data = _ENCODE({"type": kind, **fields, "sequence_number": self._seq})
         self._seq += 1
-        data = json.dumps(event, separators=(",", ":"))
         self._out.append(f"event: {kind}\ndata: {data}\n\n".encode("ascii"))
+
+    def _emit_delta(self, head: str, delta: str) -> None:
+        event = f'{head}{json.dumps(delta)},"sequence_number":{self._seq}}}\n\n'
+        self._seq += 1
+        self._out.append(event.encode("ascii"))
 
     def _flush(self) -> bytes:
         out = b"".join(self._out)
@@ -204,17 +225,7 @@ class ResponseStream:
             self._close_text("completed")
             text = self._text = self._add_text(kind)
         text.parts.append(delta)
-        where = {"item_id": text.item_id, "output_index": text.index}
-        if kind == MESSAGE:
-            self._emit(
-                "response.output_text.delta",
-                {**where, "content_index": 0, "delta": delta, "logprobs": []},
-            )
-        else:
-            self._emit(
-                "response.reasoning_summary_text.delta",
-                {**where, "summary_index": 0, "delta": delta},
-            )
+        self._emit_delta(text.delta_head, delta)
 
     def _add_text(self, kind: str) -> _Text:
         index = len(self._output)
@@ -299,7 +310,7 @@ class ResponseStream:
         if isinstance(arguments, str) and arguments:
             call.arguments.append(arguments)
             if call.index >= 0 and not call.custom:
-                self._arguments_delta(call, arguments)
+                self._emit_delta(call.delta_head, arguments)
         if call.index < 0 and call.name:
             self._add_call(call)
 
@@ -310,16 +321,13 @@ class ResponseStream:
         call.custom = call.name in self._custom
         call.item_id = new_id("ctc" if call.custom else "fc")
         call.call_id = call.call_id or new_id("call")
+        call.delta_head = _delta_head(
+            "response.function_call_arguments.delta", call.item_id, call.index
+        )
         item = call_item(call.item_id, call.call_id, call.name, "", "in_progress", call.custom)
         self._emit("response.output_item.added", {"output_index": call.index, "item": item})
         if call.arguments and not call.custom:
-            self._arguments_delta(call, "".join(call.arguments))
-
-    def _arguments_delta(self, call: _Call, delta: str) -> None:
-        self._emit(
-            "response.function_call_arguments.delta",
-            {"item_id": call.item_id, "output_index": call.index, "delta": delta},
-        )
+            self._emit_delta(call.delta_head, "".join(call.arguments))
 
     def _close_call(self, call: _Call, status: str) -> None:
         arguments = "".join(call.arguments)
