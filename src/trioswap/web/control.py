@@ -22,7 +22,7 @@ from werkzeug.exceptions import RequestTimeout as HTTPRequestTimeout
 from trioswap.assets import data_folder
 from trioswap.auth import ApiKeys
 from trioswap.clip import clip
-from trioswap.config import Config
+from trioswap.config import Config, ModelConfig
 from trioswap.errors import (
     BadRequest,
     InternalError,
@@ -33,6 +33,7 @@ from trioswap.errors import (
     Unauthorized,
 )
 from trioswap.observe.logs import ALL, PROXY, UPSTREAM, LogHub
+from trioswap.pipeline.translation import LearnedApis
 from trioswap.protocols.errors import (
     Family,
     error_body,
@@ -77,7 +78,19 @@ def require_key(app: ASGIApp, api_keys: tuple[str, ...]) -> ASGIApp:
     return checked
 
 
-def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> QuartTrio:
+def api_modes(model: ModelConfig, learned: LearnedApis, generation: int | None) -> dict[str, str]:
+    """Each family's configured mode, and for `auto`, what this start of the server turned out
+    to need ("auto: translate" once it answered the family's route with 404/405)."""
+    found = set() if generation is None else learned.learned(model.id, generation)
+    return {
+        family: f"{mode}: translate" if mode == "auto" and family in found else mode
+        for family, mode in model.apis.items()
+    }
+
+
+def create_control_app(
+    config: Config, supervisor: Supervisor, logs: LogHub, learned: LearnedApis
+) -> QuartTrio:
     app = QuartTrio("trioswap", static_folder=None)
     # Control routes take no real bodies; still, what Quart reads is bounded the same way.
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_body
@@ -153,6 +166,7 @@ def create_control_app(config: Config, supervisor: Supervisor, logs: LogHub) -> 
                     "description": model.description or "",
                     "pid": status.pid,
                     "last_error": status.last_error,
+                    "apis": api_modes(model, learned, status.generation),
                 }
             )
         return {"running": out}
