@@ -380,6 +380,21 @@ def test_reasoning_goes_to_the_assistant_message_after_it() -> None:
     assert messages[2] == {"role": "tool", "tool_call_id": "1", "content": "r"}
 
 
+def test_a_failed_call_output_as_older_codex_sends_it() -> None:
+    body = {
+        "input": [
+            {"type": "function_call", "call_id": "1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "1",
+             "output": {"content": "exit 1", "success": False}},
+        ]
+    }  # fmt: skip
+    assert request_to_chat(body)["messages"][1] == {
+        "role": "tool",
+        "tool_call_id": "1",
+        "content": "exit 1",
+    }
+
+
 def test_calls_after_tool_results_are_a_new_assistant_message() -> None:
     call = {"type": "function_call", "name": "f", "arguments": "{}"}
     body = {

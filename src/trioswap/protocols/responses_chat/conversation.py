@@ -140,7 +140,7 @@ class Conversation:
         if role is None:
             fail(
                 f"{where}.role",
-                f"expected user, assistant, system or developer, got {show(item.get('role'))}",
+                f"expected user, assistant, system or developer, got {show(given)}",
             )
         content = _content(item.get("content"), role, f"{where}.content")
         if role == "system":
@@ -191,6 +191,8 @@ class Conversation:
         images: list[Json] = []
         if isinstance(output, str):
             text = output
+        elif isinstance(output, Mapping) and isinstance(output.get("content"), str):
+            text = output["content"]  # older Codex sends a failed call's output as this object
         else:
             texts = []
             for j, part in enumerate(array(output, f"{where}.output")):

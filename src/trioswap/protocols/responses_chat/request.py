@@ -57,7 +57,8 @@ _EFFORT = {
 def request_to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     """A Responses request body as a chat completions request body. `model` kept as is. When
     `stream` is true, sets stream and stream_options.include_usage. Raises BadRequest, saying
-    what and where, for what cannot be translated."""
+    what and where, for what cannot be translated. The chat request shares the body's values
+    (tool schemas, texts) instead of copying them."""
     _refuse_state(body)
     tools = _tools(body.get("tools"))
     conversation = Conversation()
