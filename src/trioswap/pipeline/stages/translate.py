@@ -72,6 +72,7 @@ _KNOWN = {
             "safety_identifier",
             "top_logprobs",
             "max_tool_calls",
+            "client_metadata",
             "prompt",
             "conversation",
             "stream_options",
