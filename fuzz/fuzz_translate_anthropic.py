@@ -76,7 +76,10 @@ def stream(fdp: atheris.FuzzedDataProvider) -> None:
     error = fdp.ConsumeIntInRange(0, 1) == 1
     first = loading if started else 0
     lines = fdp.ConsumeBytes(fdp.remaining_bytes()).split(b"\n")
-    translator = MessageStream(parse(lines[0]) or {}, message_started=started)
+    request = parse(lines[0])  # the client's: an object, once request_to_chat accepted it
+    if not isinstance(request, dict):
+        request = {}
+    translator = MessageStream(request, message_started=started)
     translator.next_index = first
     out = b"".join(translator.feed(parse(line)) for line in lines[1:])
     out += translator.error("api_error", "cut") if error else translator.close()

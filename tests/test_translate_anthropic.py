@@ -10,6 +10,7 @@ Hypothesis generates valid requests and valid chunk streams, and arbitrary chunk
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterator
@@ -149,9 +150,10 @@ def check_grammar(
 
 
 def run_stream(
-    request: dict[str, Any], chunks: list[Any], **kwargs: Any
+    request: dict[str, Any], chunks: list[Any], *, started: bool = False, next_index: int = 0
 ) -> tuple[bytes, list[dict[str, Any]]]:
-    stream = MessageStream(request, **kwargs)
+    stream = MessageStream(request, message_started=started)
+    stream.next_index = next_index
     data = b"".join(stream.feed(chunk) for chunk in chunks) + stream.close()
     return data, parse_events(data)
 
@@ -331,6 +333,17 @@ PDF = {
             "tool_choice.name: expected a string, got null",
         ),
         (base(thinking={"type": "on"}), "thinking.type: expected 'enabled', 'adaptive' or"),
+        # Types that are no strings, where a string is looked up (found by the fuzz target).
+        (turns("hi", [{"type": []}]), "messages[1].content[0]: unknown block type an array"),
+        (base(thinking={"type": ["enabled"]}), "thinking.type: expected 'enabled', 'adaptive'"),
+        (
+            base(tools=[{"name": "f", "input_schema": {}}], tool_choice={"type": {}}),
+            "tool_choice.type: expected 'auto', 'any', 'tool' or 'none', got an object",
+        ),
+        (
+            turns("hi", [TOOL_USE], [{"type": "tool_result", "tool_use_id": "t1", "content": {}}]),
+            "messages[2].content[0].content: expected a string or an array of blocks, got an obj",
+        ),
         (base(thinking={"type": "enabled"}), "thinking.budget_tokens: expected an integer"),
         (base(output_config={"effort": 3}), "output_config.effort: expected a string"),
         (
@@ -442,7 +455,7 @@ def test_tool_result_forms() -> None:
     check_chat_request(chat)
 
 
-def test_a_tool_result_after_a_user_message_is_refused() -> None:
+def test_a_tool_result_after_another_turn_is_refused() -> None:
     """The results must come in the turn right after the call: a chat tool message must follow
     its assistant message."""
     body = base(
@@ -638,10 +651,8 @@ def test_after_the_proxys_message_start(
 ) -> None:
     """With loading progress sent, the stream neither repeats message_start nor reuses an
     index; what the proxy sent and this continue one valid stream."""
-    stream = MessageStream({"model": "m"}, message_started=True)
-    stream.next_index = next_index
-    data = stream.feed({"choices": [{"index": 0, "delta": {"content": "hi"}}]}) + stream.close()
-    events = parse_events(data)
+    chunks = [{"choices": [{"index": 0, "delta": {"content": "hi"}}]}]
+    data, events = run_stream({"model": "m"}, chunks, started=True, next_index=next_index)
     check_grammar(events, started=True, first_index=next_index)
     assert events[0] == {
         "type": "content_block_start",
@@ -976,7 +987,7 @@ def blocks_of(body: dict[str, Any], role: str, kind: str) -> list[dict[str, Any]
     ]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(anthropic_requests())
 def test_any_valid_request_translates_to_a_valid_chat_request(body: dict[str, Any]) -> None:
     chat = request_to_chat(body)
@@ -1092,7 +1103,7 @@ def chat_streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, Any]]
     return chunks, message
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(chat_streams(), st.integers(0, 2), st.booleans())
 def test_any_valid_chunk_stream_gives_a_valid_event_stream(
     sdk: tuple[anthropic.Anthropic, Replay],
@@ -1101,18 +1112,12 @@ def test_any_valid_chunk_stream_gives_a_valid_event_stream(
     started: bool,
 ) -> None:
     chunks, message = stream
-    request = {"model": "m", "stream": True}
+    loading_blocks = loading_blocks if started else 0
+    data, events = run_stream({"model": "m"}, chunks, started=started, next_index=loading_blocks)
+    check_grammar(events, started=started, first_index=loading_blocks)
     if started:
-        translator = MessageStream(request, message_started=True)
-        translator.next_index = loading_blocks
-        data = b"".join(translator.feed(c) for c in chunks) + translator.close()
-        events = parse_events(data)
-        check_grammar(events, started=True, first_index=loading_blocks)
         data = proxy_head(loading_blocks) + data
-    else:
-        data, events = run_stream(request, chunks)
-        loading_blocks = 0
-    check_grammar(parse_events(data))
+        check_grammar(parse_events(data))
     final = summary(sdk_final_message(sdk, data))
     final["content"] = final["content"][loading_blocks:]
     assert final == message
@@ -1204,7 +1209,7 @@ loose_chunks = (
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(loose_chunks, max_size=8), anything, st.booleans())
 def test_any_chunks_give_a_valid_event_stream(chunks: list[Any], request: Any, error: bool) -> None:
     """Whatever a model server streams, the client gets a well-formed event stream."""
@@ -1218,8 +1223,27 @@ def test_any_chunks_give_a_valid_event_stream(chunks: list[Any], request: Any, e
     check_grammar(parse_events(data))
 
 
+@st.composite
+def mutated_requests(draw: st.DrawFn) -> Any:
+    """A valid request with one value somewhere in it replaced by any JSON."""
+    body = copy.deepcopy(draw(anthropic_requests()))  # sampled values are shared objects
+    places: list[tuple[Any, Any]] = []
+
+    def walk(value: Any) -> None:
+        keys = value.keys() if isinstance(value, dict) else range(len(value))
+        for key in keys:
+            places.append((value, key))
+            if isinstance(value[key], dict | list):
+                walk(value[key])
+
+    walk(body)
+    container, key = draw(st.sampled_from(places))
+    container[key] = draw(anything)
+    return body
+
+
 @settings(max_examples=300, deadline=None)
-@given(anything)
+@given(anything | mutated_requests())
 def test_any_json_translates_or_is_refused(body: Any) -> None:
     try:
         chat = request_to_chat(body)

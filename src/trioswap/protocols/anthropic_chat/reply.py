@@ -67,7 +67,7 @@ def stop_reason(finish: Any, tool_use: bool, matched: str | None) -> tuple[str, 
         return "tool_use", None
     if matched is not None and finish == "stop":
         return "stop_sequence", matched
-    return _FINISH.get(finish, "end_turn") if isinstance(finish, str) else "end_turn", None
+    return (_FINISH.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"), None
 
 
 def usage(chat_usage: Any, timings: Any) -> dict[str, int] | None:
