@@ -7,7 +7,7 @@ Four modes, picked by the input's last byte:
    come right after the assistant message that made those calls.
 1. JSON lines as chat chunks, through a `MessageStream` (optionally after the proxy's
    `message_start` and loading blocks, optionally ended by `error`): nothing raises, and the
-   output is well-framed SSE events in Anthropic's grammar.
+   output is well-framed SSE events in Anthropic's grammar (an error chunk ends it early).
 2. A JSON document as a non-streaming chat completion: `message_from_chat` gives a message with
    a known stop reason that can be sent as JSON.
 3. Any bytes as a model server's error answer: `chat_error_to_anthropic` gives an error status
@@ -89,8 +89,8 @@ def stream(fdp: atheris.FuzzedDataProvider) -> None:
 
 def check_grammar(out: bytes, started: bool, first: int, error: bool) -> None:
     """Framing, then Anthropic's order: message_start (unless the proxy sent it), blocks one at a
-    time with consecutive indexes and their kind's deltas, message_delta, message_stop; or, after
-    `error`, whatever had been sent and the error event."""
+    time with consecutive indexes and their kind's deltas, message_delta, message_stop; or, cut
+    short by `error` or an error chunk, a start of that and the error event."""
     events = []
     position = 0
     while position < len(out):
@@ -100,8 +100,10 @@ def check_grammar(out: bytes, started: bool, first: int, error: bool) -> None:
         assert event["type"] == match[1].decode(), event
         events.append(event)
         position = match.end()
-    if error:
-        assert events.pop()["type"] == "error", events
+    cut = bool(events) and events[-1]["type"] == "error"  # by `error`, or an error chunk
+    assert cut or not error, events
+    if cut:
+        events.pop()
     phase = "blocks" if started else "start"
     index, kind = first, None
     for event in events:
@@ -123,7 +125,7 @@ def check_grammar(out: bytes, started: bool, first: int, error: bool) -> None:
             phase = "done"
         else:
             raise AssertionError(f"{name} in phase {phase}: {events}")
-    assert error or phase == "done", events
+    assert cut or phase == "done", events
 
 
 def reply(fdp: atheris.FuzzedDataProvider) -> None:

@@ -110,7 +110,12 @@ def check_grammar(
     """Anthropic's event grammar: message_start (unless already sent), content blocks one at a
     time with consecutive indexes, each started once, given only its kind's deltas (a
     signature_delta last) and stopped once, then message_delta and message_stop, nothing after;
-    ping anywhere in between. Every event is valid for the anthropic SDK's types."""
+    ping anywhere in between. Or, cut short, a start of that and an error event. Every event is
+    valid for the anthropic SDK's types."""
+    cut = bool(events) and events[-1]["type"] == "error"
+    if cut:
+        ErrorResponse.model_validate(events[-1])
+        events = events[:-1]
     phase = "blocks" if started else "start"
     next_index = first_index
     open_block: tuple[int, str] | None = None
@@ -146,7 +151,7 @@ def check_grammar(
             phase = "done"
         else:
             raise AssertionError(f"{kind} in phase {phase}: {event}")
-    assert phase == "done", phase
+    assert cut or phase == "done", phase
 
 
 def run_stream(
@@ -769,6 +774,39 @@ def test_error_ends_the_stream(sdk: tuple[anthropic.Anthropic, Replay]) -> None:
         sdk_final_message(sdk, head + error)
 
 
+@pytest.mark.parametrize(
+    ("chunk", "expected"),
+    [
+        (
+            {"error": {"code": 500, "message": "Failed to decode", "type": "server_error"}},
+            {"type": "api_error", "message": "Failed to decode"},
+        ),
+        (
+            {"object": "error", "message": "bad grammar", "type": "BadRequestError", "code": 400},
+            {"type": "invalid_request_error", "message": "bad grammar"},
+        ),
+        ({"error": "out of memory"}, {"type": "api_error", "message": "out of memory"}),
+        (
+            {"error": {"code": "x"}},
+            {"type": "api_error", "message": "the model server failed mid-answer"},
+        ),
+    ],
+)
+def test_an_error_chunk_ends_the_stream(
+    chunk: dict[str, Any], expected: dict[str, str], sdk: tuple[anthropic.Anthropic, Replay]
+) -> None:
+    """llama-server reports a failure mid-answer as a chunk with an error, not a delta."""
+    stream = MessageStream({"model": "m"})
+    data = stream.feed({"choices": [{"index": 0, "delta": {"content": "par"}}]})
+    data += stream.feed(chunk)
+    events = parse_events(data)
+    check_grammar(events)
+    assert events[-1] == {"type": "error", "error": expected}
+    assert stream.close() == b""
+    with pytest.raises(anthropic.APIStatusError, match=expected["message"]):
+        sdk_final_message(sdk, data)
+
+
 def test_close_twice_sends_the_end_once() -> None:
     stream = MessageStream({"model": "m"})
     assert stream.close().endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
@@ -1203,6 +1241,9 @@ loose_chunks = (
             "usage": anything,
             "timings": anything,
             "__verbose": anything,
+            "error": st.fixed_dictionaries({}, optional={"code": anything, "message": anything})
+            | anything,
+            "object": st.sampled_from(["chat.completion.chunk", "error"]) | anything,
         },
     )
     | anything
@@ -1215,12 +1256,10 @@ def test_any_chunks_give_a_valid_event_stream(chunks: list[Any], request: Any, e
     """Whatever a model server streams, the client gets a well-formed event stream."""
     stream = MessageStream(request if isinstance(request, dict) else {})
     data = b"".join(stream.feed(chunk) for chunk in chunks)
-    if error:
-        data += stream.error("api_error", "cut")
-        assert parse_events(data)[-1]["type"] == "error"
-        return
-    data += stream.close()
-    check_grammar(parse_events(data))
+    data += stream.error("api_error", "cut") if error else stream.close()
+    events = parse_events(data)
+    check_grammar(events)
+    assert not error or events[-1]["type"] == "error"
 
 
 @st.composite

@@ -15,6 +15,8 @@ deltas and `content_block_stop`; then `message_delta` (stop_reason, stop_sequenc
   Code reads them there. `message_start`'s usage is what the first chunk says, zeros unless the
   upstream reports usage on every chunk.
 - Only the first choice (index 0) is translated.
+- A chunk that reports an error (`{"error": …}`, as llama-server sends when generation fails
+  mid-answer, or vLLM's `"object": "error"`) ends the stream with an `error` event.
 - A delta is its block's prefix, computed when the block starts, and the piece as a JSON
   string: one `json.dumps` of a string per piece.
 """
@@ -25,6 +27,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from trioswap.protocols.anthropic_chat.errors import stream_error_of
 from trioswap.protocols.anthropic_chat.reply import (
     mapping,
     matched_stop,
@@ -103,6 +106,9 @@ class MessageStream:
         if not self._started:
             self._started = True
             out.append(self._message_start(chunk))
+        failed = stream_error_of(chunk)
+        if failed is not None:
+            return b"".join(out) + self.error(*failed)
         if chunk.get("usage") is not None:
             self._usage = chunk["usage"]
             self._timings = chunk.get("timings")
