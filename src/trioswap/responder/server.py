@@ -1,11 +1,4 @@
-"""A small, fast, fake OpenAI-compatible LLM server (``python -m trioswap.responder``).
-
-It stands in for llama-server and friends in tests, the demo config and the benchmarks.
-It is a raw ASGI application served by hypercorn on trio, so that benchmarks measure
-the proxy rather than the upstream. Knobs on the command line make it misbehave the way
-real servers do: slow to bind, slow to load, slow to answer, crashing mid-stream,
-failing to start, ignoring SIGTERM, leaving a grandchild behind.
-"""
+"""The responder's ASGI application and command line (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -16,7 +9,6 @@ import itertools
 import json
 import math
 import os
-import re
 import secrets
 import signal
 import struct
@@ -33,52 +25,40 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from trioswap.responder import chat, messages, responses
+from trioswap.responder.replies import (
+    KNOBS,
+    Meta,
+    Reply,
+    Turn,
+    count_tokens,
+    plan,
+    prompt_text,
+    split_words,
+)
+from trioswap.responder.wire import (
+    JSON,
+    Frame,
+    RequestError,
+    dumps,
+    error_body,
+    max_tokens_of,
+    parse_json,
+)
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-JSON = dict[str, Any]
 
 MAX_RECORDED_REQUESTS = 1000
 CRASH_EXIT_CODE = 3
 EMBEDDING_SIZE = 8
 WEBSOCKET_PATH = "/ws"
-
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def dumps(value: object) -> bytes:
-    return _encode_json(value).encode()
-
-
-def sse(value: object) -> bytes:
-    return b"data: " + dumps(value) + b"\n\n"
-
-
-def anthropic_sse(event: str, value: object) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + dumps(value) + b"\n\n"
-
-
-def split_words(text: str) -> list[str]:
-    """Split into word chunks, each carrying its leading whitespace like real tokens do,
-    so that joining the chunks gives back the exact text."""
-    chunks = re.findall(r"\s*\S+", text)
-    if not chunks:
-        return [text]
-    chunks[-1] += text[len("".join(chunks)) :]
-    return chunks
-
-
-def count_words(value: object) -> int:
-    """Whitespace words in a prompt: a string, a list of strings or content parts, or
-    a message with ``content``/``text``."""
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        return sum(count_words(item) for item in value)
-    if isinstance(value, dict):
-        return count_words(value.get("content")) + count_words(value.get("text"))
-    return 0
+API_FAMILIES = ("chat", "anthropic", "responses")
+# llama-server's answer for a path it has no route for (any method: cpp-httplib has no 405).
+NOT_FOUND = dumps({"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
+METHOD_NOT_ALLOWED = error_body(405, "Method Not Allowed", "invalid_request_error")
 
 
 def embed(text: str) -> list[float]:
@@ -92,36 +72,6 @@ def embed(text: str) -> list[float]:
 
 def token_id(word: str) -> int:
     return zlib.crc32(word.encode()) % 32000
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-
-
-def error_body(status: int, message: str, error_type: str) -> bytes:
-    return dumps({"error": {"message": message, "type": error_type, "code": status}})
-
-
-def parse_json(body: bytes) -> JSON:
-    try:
-        value = json.loads(body)
-    except ValueError as exc:
-        raise RequestError(400, f"invalid JSON body: {exc}") from None
-    if not isinstance(value, dict):
-        raise RequestError(400, "request body must be a JSON object")
-    return value
-
-
-def max_tokens_of(request: JSON) -> int | None:
-    value = request.get("max_tokens", request.get("max_completion_tokens"))
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RequestError(400, "max_tokens must be a positive integer")
-    return value
 
 
 def include_usage(request: JSON) -> bool:
@@ -201,6 +151,8 @@ class Responder:
         slow_health: float = 0.0,
         crash_after_chunks: int | None = None,
         grandchild_pid: int | None = None,
+        apis: Iterable[str] = ("chat", "anthropic"),
+        unserved_status: int = 404,
     ) -> None:
         self.model_id = model_id
         self.port = port
@@ -210,6 +162,7 @@ class Responder:
         self.slow_health = slow_health
         self.crash_after_chunks = crash_after_chunks
         self.grandchild_pid = grandchild_pid
+        self.unserved_status = unserved_status
         # Set by the server once the port is bound; /health says "loading" until then.
         self.ready_at = math.inf
         self.requests: collections.deque[JSON] = collections.deque(maxlen=MAX_RECORDED_REQUESTS)
@@ -251,23 +204,39 @@ class Responder:
                 "total_slots": 1,
             }
         )
-        self.routes: dict[tuple[str, str], Handler] = {
-            ("GET", "/health"): self.health,
-            ("GET", "/v1/models"): self.models,
-            ("GET", "/props"): self.props,
-            ("POST", "/v1/chat/completions"): self.chat_completions,
-            ("POST", "/v1/completions"): self.completions,
-            ("POST", "/v1/embeddings"): self.embeddings,
-            ("POST", "/v1/messages"): self.messages,
-            ("POST", "/v1/messages/count_tokens"): self.count_tokens,
-            ("POST", "/tokenize"): self.tokenize,
-            ("POST", "/v1/audio/transcriptions"): self.echo,
-            ("POST", "/v1/audio/speech"): self.echo,
-            ("POST", "/v1/images/generations"): self.echo,
-            ("GET", "/debug/requests"): self.debug_requests,
-            ("DELETE", "/debug/requests"): self.debug_clear,
-            ("GET", "/debug/info"): self.debug_info,
+        # path -> method -> handler
+        self.routes: dict[str, dict[str, Handler]] = {
+            "/health": {"GET": self.health},
+            "/v1/models": {"GET": self.models},
+            "/props": {"GET": self.props},
+            "/debug/requests": {"GET": self.debug_requests, "DELETE": self.debug_clear},
+            "/debug/last": {"GET": self.debug_last},
+            "/debug/info": {"GET": self.debug_info},
         }
+        families: dict[str, dict[str, dict[str, Handler]]] = {
+            "chat": {
+                "/v1/chat/completions": {"POST": self.chat_completions},
+                "/v1/completions": {"POST": self.completions},
+                "/v1/embeddings": {"POST": self.embeddings},
+                "/v1/audio/transcriptions": {"POST": self.echo},
+                "/v1/audio/speech": {"POST": self.echo},
+                "/v1/images/generations": {"POST": self.echo},
+                "/tokenize": {"POST": self.tokenize},
+                "/apply-template": {"POST": self.apply_template},
+            },
+            "anthropic": {
+                "/v1/messages": {"POST": self.messages},
+                "/v1/messages/count_tokens": {"POST": self.count_tokens},
+            },
+            "responses": {"/v1/responses": {"POST": self.responses}},
+        }
+        # Paths of the families not served: they answer `unserved_status`.
+        self.unserved: set[str] = set()
+        for family, routes in families.items():
+            if family in apis:
+                self.routes.update(routes)
+            else:
+                self.unserved.update(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -283,16 +252,28 @@ class Responder:
         body = await self.read_body(receive)
         if path != "/health" and not path.startswith("/debug/"):
             self.record(scope, body)
-        handler = self.routes.get((method, path))
         try:
-            if handler is None:
-                raise RequestError(404, f"no route for {method} {path}", "not_found_error")
-            status = await handler(scope, body, receive, send)
+            status = await self.dispatch(method, path, scope, body, receive, send)
         except RequestError as exc:
             status = await self.send_json(
                 send, exc.status, error_body(exc.status, str(exc), exc.error_type)
             )
         log(f"{method} {path} -> {status}")
+
+    async def dispatch(
+        self, method: str, path: str, scope: Scope, body: bytes, receive: Receive, send: Send
+    ) -> int:
+        methods = self.routes.get(path)
+        if methods is None:
+            if path in self.unserved and self.unserved_status == 405:
+                # An empty Allow: the resource exists but allows no method (RFC 9110 10.2.1).
+                return await self.send_json(send, 405, METHOD_NOT_ALLOWED, [(b"allow", b"")])
+            return await self.send_json(send, 404, NOT_FOUND)
+        handler = methods.get(method)
+        if handler is None:
+            allow = ", ".join(methods).encode()
+            return await self.send_json(send, 405, METHOD_NOT_ALLOWED, [(b"allow", allow)])
+        return await handler(scope, body, receive, send)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -344,12 +325,18 @@ class Responder:
             }
         )
 
-    async def send_json(self, send: Send, status: int, body: bytes) -> int:
+    async def send_json(
+        self, send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> int:
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [*self.json_headers, (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    *self.json_headers,
+                    *headers,
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send_last(send, {"type": "http.response.body", "body": body})
@@ -358,11 +345,12 @@ class Responder:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{self._id_prefix}-{next(self._ids)}"
 
-    def generated(self, max_tokens: int | None) -> tuple[list[str], bool]:
-        """The chunks to send, and whether generation was cut short by max_tokens."""
-        if max_tokens is None or max_tokens >= len(self.chunks):
-            return self.chunks, False
-        return self.chunks[:max_tokens], True
+    def meta(self, request: JSON) -> Meta:
+        model = request.get("model") or self.model_id
+        return Meta(model, int(time.time()), self.responder_info, self.new_id)
+
+    def reply(self, turn: Turn, prompt_tokens: int, max_tokens: int | None) -> Reply:
+        return plan(turn, self.chunks, prompt_tokens, max_tokens)
 
     async def paced(self, receive: Receive, work: Callable[[], Awaitable[None]]) -> None:
         """Run generation, abandoning it if the client goes away, as llama-server does.
@@ -375,43 +363,44 @@ class Responder:
             await work()
             nursery.cancel_scope.cancel()
 
-    async def stream(
-        self,
-        receive: Receive,
-        send: Send,
-        head: Iterable[bytes],
-        pieces: list[str],
-        frame: Callable[[int, str], bytes],
-        tail: list[bytes],
-    ) -> int:
-        """Send an event stream: ``head`` frames, one frame per generated piece (paced by
-        tokens-per-second, and where --crash-after-chunks strikes), then ``tail`` frames."""
+    async def stream(self, receive: Receive, send: Send, frames: Iterable[Frame]) -> int:
+        """Send an event stream of `frames`. Those that carry generated pieces are paced by
+        tokens-per-second; after --crash-after-chunks of them, we die before sending more."""
 
         async def run() -> None:
             await send({"type": "http.response.start", "status": 200, "headers": self.sse_headers})
-            for data in head:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            for index, piece in enumerate(pieces):
-                if index == self.crash_after_chunks:
-                    crash(index)
-                if self.delay:
-                    await trio.sleep(self.delay)
-                await send(
-                    {"type": "http.response.body", "body": frame(index, piece), "more_body": True}
-                )
-            if len(pieces) == self.crash_after_chunks:
-                crash(len(pieces))
-            for data in tail[:-1]:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            await send_last(send, {"type": "http.response.body", "body": tail[-1]})
+            sent = 0
+            pending: bytes | None = None  # held back so that the last frame ends the body
+            for data, piece in frames:
+                if pending is not None:
+                    await send({"type": "http.response.body", "body": pending, "more_body": True})
+                if sent == self.crash_after_chunks:
+                    crash(sent)
+                if piece:
+                    if self.delay:
+                        await trio.sleep(self.delay)
+                    sent += 1
+                pending = data
+            await send_last(send, {"type": "http.response.body", "body": pending or b""})
 
         await self.paced(receive, run)
         return 200
 
-    async def generate(self, receive: Receive, pieces: list[str]) -> None:
-        """Take as long as streaming the pieces would, for non-streaming answers."""
+    async def answer(
+        self,
+        receive: Receive,
+        send: Send,
+        request: JSON,
+        reply: Reply,
+        body: Callable[[], JSON],
+        frames: Callable[[], Iterable[Frame]],
+    ) -> int:
+        """The reply as one body, taking as long as streaming it would, or as an event stream."""
+        if request.get("stream") is True:
+            return await self.stream(receive, send, frames())
         if self.delay:
-            await self.paced(receive, partial(trio.sleep, self.delay * len(pieces)))
+            await self.paced(receive, partial(trio.sleep, self.delay * reply.output_tokens))
+        return await self.send_json(send, 200, dumps(body()))
 
     async def health(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         if self.slow_health:
@@ -426,99 +415,38 @@ class Responder:
     async def props(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         return await self.send_json(send, 200, self.props_body)
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> JSON:
-        return {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-
     async def chat_completions(
         self, scope: Scope, body: bytes, receive: Receive, send: Send
     ) -> int:
         request = parse_json(body)
-        pieces, truncated = self.generated(max_tokens_of(request))
-        finish_reason = "length" if truncated else "stop"
-        model = request.get("model") or self.model_id
-        usage = self.usage(count_words(request.get("messages")), len(pieces))
-        completion_id = self.new_id("chatcmpl-")
-        created = int(time.time())
-        if request.get("stream") is not True:
-            await self.generate(receive, pieces)
-            response = {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(pieces)},
-                        "logprobs": None,
-                        "finish_reason": finish_reason,
-                    }
-                ],
-                "usage": usage,
-                "responder": self.responder_info,
-            }
-            return await self.send_json(send, 200, dumps(response))
-
-        def chunk(choices: list[JSON], **extra: object) -> bytes:
-            return sse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": choices,
-                    **extra,
-                    "responder": self.responder_info,
-                }
-            )
-
-        def frame(index: int, piece: str) -> bytes:
-            delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
-            return chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
-
-        tail = [
-            chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}])
-        ]
-        if include_usage(request):
-            tail.append(chunk([], usage=usage))
-        tail.append(b"data: [DONE]\n\n")
-        return await self.stream(receive, send, (), pieces, frame, tail)
+        reply = self.reply(
+            chat.turn(request.get("messages")),
+            chat.prompt_tokens(request),
+            max_tokens_of(request, "max_tokens", "max_completion_tokens"),
+        )
+        meta = self.meta(request)
+        return await self.answer(
+            receive,
+            send,
+            request,
+            reply,
+            partial(chat.completion, reply, meta),
+            partial(chat.chunks, reply, meta, include_usage(request)),
+        )
 
     async def completions(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         request = parse_json(body)
-        pieces, truncated = self.generated(max_tokens_of(request))
-        finish_reason = "length" if truncated else "stop"
-        model = request.get("model") or self.model_id
-        usage = self.usage(count_words(request.get("prompt")), len(pieces))
-        completion_id = self.new_id("cmpl-")
-        created = int(time.time())
-
-        def completion(text: str, finish: str | None, **extra: object) -> JSON:
-            return {
-                "id": completion_id,
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-                **extra,
-                "responder": self.responder_info,
-            }
-
-        if request.get("stream") is not True:
-            await self.generate(receive, pieces)
-            return await self.send_json(
-                send, 200, dumps(completion("".join(pieces), finish_reason, usage=usage))
-            )
-        tail = [sse(completion("", finish_reason))]
-        if include_usage(request):
-            tail.append(sse({**completion("", None), "choices": [], "usage": usage}))
-        tail.append(b"data: [DONE]\n\n")
-        return await self.stream(
-            receive, send, (), pieces, lambda _, piece: sse(completion(piece, None)), tail
+        reply = self.reply(
+            Turn(""), count_tokens(request.get("prompt")), max_tokens_of(request, "max_tokens")
+        )
+        meta = self.meta(request)
+        return await self.answer(
+            receive,
+            send,
+            request,
+            reply,
+            partial(chat.text_completion, reply, meta),
+            partial(chat.text_completion_chunks, reply, meta, include_usage(request)),
         )
 
     async def embeddings(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
@@ -528,7 +456,7 @@ class Responder:
             inputs = [inputs]
         if not isinstance(inputs, list) or not all(isinstance(item, str) for item in inputs):
             raise RequestError(400, "input must be a string or a list of strings")
-        tokens = count_words(inputs)
+        tokens = count_tokens(inputs)
         response = {
             "object": "list",
             "data": [
@@ -542,81 +470,34 @@ class Responder:
 
     async def messages(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         request = parse_json(body)
-        pieces, truncated = self.generated(max_tokens_of(request))
-        stop_reason = "max_tokens" if truncated else "end_turn"
-        model = request.get("model") or self.model_id
-        input_tokens = count_words(request.get("system")) + count_words(request.get("messages"))
-        message_id = self.new_id("msg_")
-        if request.get("stream") is not True:
-            await self.generate(receive, pieces)
-            response = {
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [{"type": "text", "text": "".join(pieces)}],
-                "stop_reason": stop_reason,
-                "stop_sequence": None,
-                "usage": {"input_tokens": input_tokens, "output_tokens": len(pieces)},
-                "responder": self.responder_info,
-            }
-            return await self.send_json(send, 200, dumps(response))
-
-        start = {
-            "type": "message_start",
-            "message": {
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": input_tokens, "output_tokens": 1},
-                "responder": self.responder_info,
-            },
-        }
-        head = (
-            anthropic_sse("message_start", start),
-            anthropic_sse(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                },
-            ),
-            anthropic_sse("ping", {"type": "ping"}),
+        reply = self.reply(
+            messages.turn(request.get("messages")),
+            messages.prompt_tokens(request),
+            max_tokens_of(request, "max_tokens"),
         )
-        tail = [
-            anthropic_sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            anthropic_sse(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": len(pieces)},
-                },
-            ),
-            anthropic_sse("message_stop", {"type": "message_stop"}),
-        ]
-
-        def frame(_: int, piece: str) -> bytes:
-            return anthropic_sse(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": piece},
-                },
-            )
-
-        return await self.stream(receive, send, head, pieces, frame, tail)
+        meta = self.meta(request)
+        return await self.answer(
+            receive,
+            send,
+            request,
+            reply,
+            partial(messages.message, reply, meta),
+            partial(messages.events, reply, meta),
+        )
 
     async def count_tokens(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
-        request = parse_json(body)
-        tokens = count_words(request.get("system")) + count_words(request.get("messages"))
+        tokens = messages.prompt_tokens(parse_json(body))
         return await self.send_json(send, 200, dumps({"input_tokens": tokens}))
+
+    async def responses(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
+        request = parse_json(body)
+        reply = self.reply(
+            responses.turn(request),
+            responses.prompt_tokens(request),
+            max_tokens_of(request, "max_output_tokens"),
+        )
+        answer = responses.Answer(reply, self.meta(request), request)
+        return await self.answer(receive, send, request, reply, answer.body, answer.events)
 
     async def tokenize(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         content = parse_json(body).get("content", "")
@@ -624,6 +505,14 @@ class Responder:
             raise RequestError(400, "content must be a string")
         tokens = [token_id(word) for word in content.split()]
         return await self.send_json(send, 200, dumps({"tokens": tokens}))
+
+    async def apply_template(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
+        """The prompt is the messages' text one part per line, no role markers, so /tokenize
+        counts it as usage counts the messages."""
+        conversation = parse_json(body).get("messages")
+        if not isinstance(conversation, list):
+            raise RequestError(400, "messages must be a list")
+        return await self.send_json(send, 200, dumps({"prompt": prompt_text(conversation)}))
 
     async def echo(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         content_type = header(scope, b"content-type")
@@ -646,6 +535,19 @@ class Responder:
     async def debug_requests(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         return await self.send_json(send, 200, dumps(list(self.requests)))
 
+    async def debug_last(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
+        """Each path's last request body, parsed when it is JSON: what reached the server."""
+        last: JSON = {}
+        for request in reversed(self.requests):
+            path = request["path"]
+            if path in last:
+                continue
+            try:
+                last[path] = json.loads(request["body"])
+            except ValueError:
+                last[path] = request["body"]
+        return await self.send_json(send, 200, dumps(last))
+
     async def debug_clear(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
         cleared = len(self.requests)
         self.requests.clear()
@@ -667,10 +569,22 @@ def crash(chunks_sent: int) -> NoReturn:
     os._exit(CRASH_EXIT_CODE)
 
 
+def api_families(value: str) -> frozenset[str]:
+    names = frozenset(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(names.difference(API_FAMILIES))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'nothing'}: name API families among {', '.join(API_FAMILIES)}"
+        )
+    return names
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m trioswap.responder",
         description="A fake OpenAI-compatible LLM server for tests and benchmarks.",
+        epilog=KNOBS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -722,6 +636,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start a sleeping child process in our process group",
     )
     parser.add_argument("--ctx-size", type=int, default=4096, metavar="N")
+    parser.add_argument(
+        "--apis",
+        type=api_families,
+        default="chat,anthropic",
+        metavar="LIST",
+        help="the API families served natively, comma separated: chat (chat completions, "
+        "completions, embeddings, audio, images, /tokenize, /apply-template), anthropic "
+        "(/v1/messages and its count_tokens), responses (/v1/responses); default: %(default)s",
+    )
+    parser.add_argument(
+        "--unserved-status",
+        type=int,
+        choices=(404, 405),
+        default=404,
+        help="how the paths of families left out of --apis answer: 404 File Not Found, as "
+        "llama-server answers any path it lacks, or 405 Method Not Allowed with an empty Allow, "
+        "as servers answer that know the path but serve no method there (default: 404)",
+    )
     opts = parser.parse_args(argv)
     if not opts.response_text:
         parser.error("--response-text must not be empty")
@@ -824,13 +756,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         slow_health=opts.slow_health,
         crash_after_chunks=opts.crash_after_chunks,
         grandchild_pid=grandchild_pid,
+        apis=opts.apis,
+        unserved_status=opts.unserved_status,
     )
     code = trio.run(run, opts, app)
     # Skip interpreter teardown (tens of ms): a supervisor waiting for us to exit is waiting on it.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,3 @@
+from trioswap.responder.server import main
+
+main()
