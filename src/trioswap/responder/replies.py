@@ -141,9 +141,9 @@ def plan(turn: Turn, default: Sequence[str], prompt_tokens: int, max_tokens: int
         said = [f"got tool result: {result}." for result in turn.tool_results]
         said.append("".join(default) if answer is None else answer)
         text = split_words(" ".join(part for part in said if part))
-    produced = len(reasoning) + len(text) + sum(len(call.pieces) for call in calls)
-    if max_tokens is None or produced <= max_tokens:
-        return Reply(reasoning, text, calls, False, prompt_tokens)
+    reply = Reply(reasoning, text, calls, False, prompt_tokens)
+    if max_tokens is None or reply.output_tokens <= max_tokens:
+        return reply
     # A model cut short stops mid-thought and never gets to its tool calls.
     reasoning = reasoning[:max_tokens]
     text = text[: max_tokens - len(reasoning)]
