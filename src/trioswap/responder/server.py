@@ -225,10 +225,10 @@ class Responder:
                 "/apply-template": {"POST": self.apply_template},
             },
             "anthropic": {
-                "/v1/messages": {"POST": self.messages},
-                "/v1/messages/count_tokens": {"POST": self.count_tokens},
+                "/v1/messages": {"POST": self.anthropic_messages},
+                "/v1/messages/count_tokens": {"POST": self.anthropic_count_tokens},
             },
-            "responses": {"/v1/responses": {"POST": self.responses}},
+            "responses": {"/v1/responses": {"POST": self.openai_responses}},
         }
         # Paths of the families not served: they answer `unserved_status`.
         self.unserved: set[str] = set()
@@ -468,7 +468,9 @@ class Responder:
         }
         return await self.send_json(send, 200, dumps(response))
 
-    async def messages(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
+    async def anthropic_messages(
+        self, scope: Scope, body: bytes, receive: Receive, send: Send
+    ) -> int:
         request = parse_json(body)
         reply = self.reply(
             messages.turn(request.get("messages")),
@@ -485,11 +487,15 @@ class Responder:
             partial(messages.events, reply, meta),
         )
 
-    async def count_tokens(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
+    async def anthropic_count_tokens(
+        self, scope: Scope, body: bytes, receive: Receive, send: Send
+    ) -> int:
         tokens = messages.prompt_tokens(parse_json(body))
         return await self.send_json(send, 200, dumps({"input_tokens": tokens}))
 
-    async def responses(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
+    async def openai_responses(
+        self, scope: Scope, body: bytes, receive: Receive, send: Send
+    ) -> int:
         request = parse_json(body)
         reply = self.reply(
             responses.turn(request),
