@@ -12,6 +12,7 @@
     │   └── UpstreamTimeout        timeouts.connect or timeouts.responseHeader passed
     ├── ShuttingDown         trioswap is stopping and takes no new work
     ├── BadRequest           the client's request cannot be understood
+    │   ├── RouteNotFound    no route has the path
     │   ├── MethodNotAllowed
     │   ├── PayloadTooLarge  the body is over maxRequestBodyMB
     │   └── RequestTimeout   the body stalled for requestBodyTimeout
@@ -26,6 +27,7 @@ enters a message (`trioswap.clip`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from trioswap.clip import clip
@@ -119,8 +121,15 @@ class BadRequest(TrioswapError):
     """The client's request cannot be understood (malformed JSON, no model named)."""
 
 
+class RouteNotFound(BadRequest):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"route not found: {clip(path)}")
+
+
 class MethodNotAllowed(BadRequest):
-    def __init__(self, method: str, path: str) -> None:
+    def __init__(self, method: str, path: str, allowed: Iterable[str] = ()) -> None:
+        # Sorted, for an Allow header that reads the same every time.
+        self.allowed = sorted(allowed)
         super().__init__(f"{clip(method)} is not allowed on {clip(path)}")
 
 

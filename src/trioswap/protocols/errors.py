@@ -23,6 +23,7 @@ from trioswap.errors import (
     ModelStartError,
     PayloadTooLarge,
     RequestTimeout,
+    RouteNotFound,
     ShuttingDown,
     TrioswapError,
     Unauthorized,
@@ -47,6 +48,7 @@ class Kind(NamedTuple):
 _INTERNAL = Kind(500, "server_error", "api_error")
 _KINDS: dict[type[BaseException], Kind] = {
     BadRequest: Kind(400, "invalid_request_error", "invalid_request_error"),
+    RouteNotFound: Kind(404, "invalid_request_error", "not_found_error"),
     MethodNotAllowed: Kind(405, "invalid_request_error", "invalid_request_error"),
     RequestTimeout: Kind(408, "invalid_request_error", "invalid_request_error"),
     PayloadTooLarge: Kind(413, "invalid_request_error", "request_too_large"),
@@ -114,6 +116,8 @@ def error_headers(error: TrioswapError, request_id: str) -> Headers:
         headers.extend(CHALLENGE)
     elif isinstance(error, _CLOSES):
         headers.append((b"connection", b"close"))
+    elif isinstance(error, MethodNotAllowed):
+        headers.append((b"allow", ", ".join(error.allowed).encode()))
     return headers
 
 

@@ -196,7 +196,8 @@ class ProxyApp:
                 in_flight.enter(cut)
                 exchange = self._exchange(scope, receive, transport, sink, nursery)
                 if exchange.method not in pipeline.methods:
-                    await deliver_error(exchange, MethodNotAllowed(exchange.method, exchange.path))
+                    error = MethodNotAllowed(exchange.method, exchange.path, pipeline.methods)
+                    await deliver_error(exchange, error)
                 elif in_flight.closing:
                     await deliver_error(exchange, ShuttingDown())
                 else:

@@ -1,5 +1,6 @@
 """The control API, logs and UI, as a Quart app. It only adapts HTTP to the supervisor, config
-and log hub; no decisions are made here.
+and log hub; no decisions are made here. It also answers every path that is no route at all
+(404, and 405 with `Allow` for a wrong method), in the API family the path belongs to.
 
 API keys are checked in front of Quart (`require_key`), from the headers alone: Quart starts
 reading a request's body as soon as it sees the request, before any hook of its own runs. Every
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
 from werkzeug.exceptions import RequestTimeout as HTTPRequestTimeout
 
 from trioswap.assets import data_folder
@@ -25,10 +27,13 @@ from trioswap.clip import clip
 from trioswap.config import Config, ModelConfig
 from trioswap.errors import (
     BadRequest,
+    Forbidden,
     InternalError,
+    MethodNotAllowed,
     ModelNotFound,
     PayloadTooLarge,
     RequestTimeout,
+    RouteNotFound,
     TrioswapError,
     Unauthorized,
 )
@@ -46,6 +51,9 @@ from trioswap.supervisor import ModelState, Supervisor
 from trioswap.web.asgi import ASGIApp, Receive, Scope, Send, answer_unread
 
 OPEN_PATHS = frozenset({"/health"})
+# Paths under Anthropic's Messages API get their errors in its shape.
+ANTHROPIC_PREFIX = "/v1/messages"
+UNLOAD_HINT = "POST /models/unload from a script, or the status page's buttons"
 # What /v1/models calls "unloaded": no server process of the model is up.
 _NOT_LOADED = frozenset({ModelState.STOPPED, ModelState.FAILED})
 
@@ -108,7 +116,7 @@ def create_control_app(
             level = logging.WARNING if status >= 500 else logging.INFO
         where = f"{request.method} {clip(request.path)}"
         log.log(level, "%s %s -> %d: %s", request_id, where, status, exc)
-        return _error_response(exc, request_id)
+        return _error_response(exc, request_id, _family(request.path))
 
     @app.errorhandler(TrioswapError)
     async def trioswap_error(exc: TrioswapError) -> Response:
@@ -122,6 +130,11 @@ def create_control_app(
         if isinstance(exc, HTTPRequestTimeout):
             return error(RequestTimeout(config.request_body_timeout))
         # Browsers ask for /favicon.ico on every visit: not worth a log line.
+        if exc.code == 404:
+            return error(RouteNotFound(request.path), logging.DEBUG)
+        if isinstance(exc, HTTPMethodNotAllowed):
+            allowed = exc.valid_methods or ()
+            return error(MethodNotAllowed(request.method, request.path, allowed), logging.DEBUG)
         response = error(BadRequest(exc.description or exc.name), logging.DEBUG)
         response.status_code = exc.code or 400
         return response
@@ -136,13 +149,14 @@ def create_control_app(
             clip(request.path),
             exc_info=exc,
         )
-        return _error_response(InternalError(request_id), request_id)
+        return _error_response(InternalError(request_id), request_id, _family(request.path))
 
     @app.get("/health")
     async def health() -> Response:
         return Response("OK", mimetype="text/plain")
 
     @app.get("/v1/models")
+    @app.get("/models")  # llama-swap's too
     async def list_models() -> dict[str, object]:
         return {"object": "list", "data": listing.data(loaded)}
 
@@ -178,11 +192,24 @@ def create_control_app(
         result = await supervisor.unload(models, force=force)
         return {"status": "ok", "stopped": list(result.stopped), "forced": list(result.forced)}
 
+    # /api/models/unload… are llama-swap's current paths for these.
     @app.post("/models/unload")
+    @app.post("/api/models/unload")
     async def unload_all() -> dict[str, object]:
         return await unload(None)
 
+    @app.get("/unload")
+    async def legacy_unload() -> Response:
+        # llama-swap's first unload, a GET. The guard lets a cross-site page navigate to a
+        # control GET (they change nothing, but this one): such a navigation has no Origin.
+        site = request.headers.get("sec-fetch-site")
+        if site not in (None, "same-origin", "none") and "origin" not in request.headers:
+            return error(Forbidden(f"a cross-site page may not unload models: {UNLOAD_HINT}"))
+        await unload(None)
+        return Response("OK", mimetype="text/plain")
+
     @app.post("/models/unload/<path:name>")
+    @app.post("/api/models/unload/<path:name>")
     async def unload_one(name: str) -> Response | dict[str, object]:
         model_id = config.resolve(name)
         if model_id is None:
@@ -219,9 +246,15 @@ def create_control_app(
     return app
 
 
-def _error_response(exc: TrioswapError, request_id: str) -> Response:
+def _family(path: str) -> Family:
+    if path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
+        return Family.ANTHROPIC
+    return Family.OPENAI
+
+
+def _error_response(exc: TrioswapError, request_id: str, family: Family) -> Response:
     response = Response(
-        json.dumps(error_body(Family.OPENAI, exc, request_id)),
+        json.dumps(error_body(family, exc, request_id)),
         status_of(exc),
         mimetype="application/json",
     )
