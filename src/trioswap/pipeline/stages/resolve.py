@@ -3,8 +3,10 @@ that serves it (see `pipeline.peers`; a local model or alias of the same name wi
 
 The model comes from the body: a multipart form field, a urlencoded form field, or JSON (parsed
 also when the client forgot the content type, and when `curl -d` labelled it a form); a body of
-another type (raw audio) is not parsed. Failing that, from `?model=`. `resolve_path` instead
-takes it from `/upstream/<model>/…`, and forwards the rest of the path as the client sent it.
+another type (raw audio) is not parsed. Failing that, from `?model=`. A form's model field is
+renamed here as the model server or peer knows the model (`useModelName`, the peer's id): the
+form streams on, and `filters` (which rewrite JSON) never see it. `resolve_path` instead takes
+the model from `/upstream/<model>/…`, and forwards the rest of the path as the client sent it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from urllib.parse import unquote_to_bytes
 from trioswap.config import Config
 from trioswap.errors import BadRequest, ModelNotFound
 from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.form import LATE_MODEL, FormBody, multipart_model
 from trioswap.pipeline.peers import PeerRoute, peer_routes
 from trioswap.pipeline.stage import StageContext
 
 UPSTREAM_PREFIX = b"/upstream/"
-_BOUNDARY = re.compile(rb'boundary="?([^";]+)"?', re.IGNORECASE)
-_MODEL_FIELD = re.compile(rb'(?:^|[;\s])name="model"', re.IGNORECASE)
 _MODEL_PARAM = re.compile(rb"(?:^|&)model=([^&]*)")
 _FIRST_BYTE = re.compile(rb"\s*(.)", re.DOTALL)
 # Raw, or percent-encoded: %00-%1F and %7F.
@@ -47,26 +48,6 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     return parsed
 
 
-def multipart_model(body: bytes, content_type: bytes) -> str | None:
-    """The `model` field of a multipart form, found without copying the other parts."""
-    match = _BOUNDARY.search(content_type)
-    if match is None:
-        return None
-    delimiter = b"--" + match[1]
-    start = body.find(delimiter)
-    while start != -1:
-        start += len(delimiter)
-        head_end = body.find(b"\r\n\r\n", start)
-        if head_end == -1:
-            return None
-        end = body.find(b"\r\n" + delimiter, head_end)
-        if _MODEL_FIELD.search(body, start, head_end):
-            value = body[head_end + 4 : len(body) if end == -1 else end]
-            return value.decode(errors="replace").strip()
-        start = end
-    return None
-
-
 def param_model(params: bytes) -> str | None:
     """The `model` parameter of a query string or urlencoded form."""
     match = _MODEL_PARAM.search(params)
@@ -76,7 +57,8 @@ def param_model(params: bytes) -> str | None:
 
 
 def body_model(body: bytes, content_type: bytes) -> tuple[str | None, dict[str, Any] | None]:
-    """The model a request body names, and the body's JSON when it was parsed for that."""
+    """The model a whole request body names, and the body's JSON when it was parsed for that.
+    (A form is read by `read_body` as far as its model field only; see `pipeline.form`.)"""
     media = media_type(content_type)
     if media == b"multipart/form-data":
         return multipart_model(body, content_type), None
@@ -99,19 +81,40 @@ class Resolve:
     def __init__(self, context: StageContext) -> None:
         self._config = context.config
         self._peers = peer_routes(context.config)
+        # What a form's model field becomes, by model id (peers' routes carry their own).
+        self._form_names = {
+            m.id: m.use_model_name for m in context.config.models.values() if m.use_model_name
+        }
 
     async def __call__(self, exchange: Exchange) -> bool:
-        assert exchange.body is not None, "resolve runs after read_body"
-        name, exchange.json = body_model(exchange.body, exchange.header(b"content-type") or b"")
+        body = exchange.body
+        form = None
+        if body is None:
+            form = exchange.request_body
+            assert isinstance(form, FormBody), "resolve runs after read_body"
+            name = form.model
+        else:
+            name, exchange.json = body_model(body, exchange.header(b"content-type") or b"")
         if not name and exchange.query:
             name = param_model(exchange.query)
         if not name:
-            raise BadRequest("the request names no model: set 'model' in the body")
+            if form is not None and form.model_late:
+                raise BadRequest(LATE_MODEL)
+            raise BadRequest(
+                "the request names no model: set 'model' in the body, or ?model= in the URL"
+            )
         exchange.model_name = name
         exchange.model_id = self._config.resolve(name)
         if exchange.model_id is None:
             exchange.peer = _peer(self._peers, name)
         exchange.upstream_path = exchange.path.encode()
+        if form is not None:
+            peer = exchange.peer
+            upstream_name = (
+                self._form_names.get(exchange.model_id) if peer is None else peer.use_model_name
+            )
+            if upstream_name is not None:
+                form.rename(upstream_name)
         return False
 
 
