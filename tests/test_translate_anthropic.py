@@ -260,6 +260,7 @@ PDF = {
     [
         ([], "the request body must be a JSON object, not an array"),
         ({"model": "m"}, "messages: expected an array, got null"),
+        (base(messages=[]), "messages: at least one message is required"),
         (base(messages=["hi"]), "messages[0]: expected an object, got a string"),
         (base(messages=[{"role": "tool", "content": "x"}]), "messages[0].role: expected 'user'"),
         (base(messages=[{"role": "user"}]), "messages[0]: no content"),

@@ -98,7 +98,10 @@ def request_to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
         system = _text_of(_blocks(body["system"], "system"), "a system prompt")
         if system:
             messages.append({"role": "system", "content": system})
-    _add_turns(messages, array(body.get("messages"), "messages"))
+    turns = array(body.get("messages"), "messages")
+    if not turns:
+        raise BadRequest("messages: at least one message is required")
+    _add_turns(messages, turns)
     chat["messages"] = messages
     _sampling(body, chat)
     if "tools" in body:
