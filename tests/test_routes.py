@@ -82,6 +82,29 @@ async def test_post_routes_reach_the_model_server_with_path_and_query(
     assert json.loads(seen["body"]) == {"model": "mini", "x": 1}
 
 
+@pytest.mark.parametrize(
+    ("path", "upstream_path"),
+    [
+        ("/v/chat/completions", "/chat/completions"),
+        ("/v/completions", "/completions"),
+        ("/v/embeddings", "/embeddings"),
+        ("/v/rerank", "/rerank"),
+        ("/v/reranking", "/reranking"),
+        ("/audioapi/v1/tasks/run", "/v1/tasks/run"),
+    ],
+)
+async def test_prefixed_routes_reach_the_model_server_without_their_prefix(
+    launch: LaunchFn, path: str, upstream_path: str
+) -> None:
+    ts = await launch(config())
+    async with ts.client() as client:
+        response = await client.post(f"{path}?a=1", json={"model": "mini"})
+    assert response.headers["x-responder-model"] == "m"
+    (seen,) = await upstream_requests(ts)
+    assert (seen["raw_path"], seen["query"]) == (upstream_path, "a=1")
+    assert json.loads(seen["body"]) == {"model": "mini"}
+
+
 @pytest.mark.parametrize("path", ["/props", "/v1/audio/voices", "/sdapi/v1/loras"])
 async def test_get_routes_start_the_model_named_in_the_query(launch: LaunchFn, path: str) -> None:
     ts = await launch(config())

@@ -20,6 +20,7 @@ from trioswap.pipeline.stages.filters import Filters
 from trioswap.pipeline.stages.ignore_paths import IgnorePaths
 from trioswap.pipeline.stages.resolve import Resolve, ResolvePath
 from trioswap.pipeline.stages.stream import Stream
+from trioswap.pipeline.stages.strip_prefix import StripPrefix
 from trioswap.pipeline.stages.swap import Swap
 from trioswap.pipeline.stages.translate import Translate
 from trioswap.protocols.errors import Family
@@ -32,6 +33,7 @@ STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "resolve_path": ResolvePath,
     "ignore_paths": IgnorePaths,
     "filters": Filters,
+    "strip_prefix": StripPrefix,
     "swap": Swap,
     "translate": Translate,
     "stream": Stream,
