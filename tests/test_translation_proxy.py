@@ -116,6 +116,7 @@ async def test_auto_remembers_until_the_server_restarts(launch: LaunchFn) -> Non
         for _ in range(2):
             await client.messages.create(model="m", max_tokens=5, messages=HELLO)  # type: ignore[arg-type]
         assert ts.count_output(r"answered /v1/messages 404: translating anthropic") == 1
+        assert ts.count_output(r"POST /v1/messages: model m, anthropic->chat") == 2
         running = (await ts.running())["m"]
         assert running["apis"] == {"anthropic": "auto: translate", "responses": "auto"}
         assert (await http.post("/models/unload/m")).status_code == 200

@@ -32,6 +32,8 @@ async def deliver_error(exchange: Exchange, error: Exception) -> None:
     request_id = new_request_id()
     error = _unwrap(error)
     where = f"{clip(exchange.method)} {clip(exchange.path)}"
+    if exchange.translation is not None:
+        where += f" ({exchange.translation.codec.label.decode()})"
     if isinstance(error, TrioswapError):
         status = status_of(error)
         level = logging.WARNING if status >= 500 else logging.INFO

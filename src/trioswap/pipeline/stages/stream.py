@@ -144,6 +144,13 @@ class Stream:
                         return True
                     response = await _open(stack, exchange, route, proxy)
                 if exchange.translation is not None:
+                    log.info(
+                        "%s %s: model %s, %s",
+                        exchange.method,
+                        exchange.path,
+                        target.id,
+                        exchange.translation.codec.label.decode(),
+                    )
                     await translated_reply(exchange, response, target.id)
                     return True
                 if sink.state is not PENDING:
