@@ -4,6 +4,8 @@ X-Trioswap-Translated header, count_tokens, errors in the client's family)."""
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import openai
 import pytest
@@ -154,3 +156,90 @@ async def test_count_tokens_native_translated_and_estimated(launch: LaunchFn) ->
     assert response.status_code == 200
     assert response.headers[TRANSLATED] == "count_tokens:server"
     assert response.json()["input_tokens"] > 0
+
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+ASK = 'Weather? [[tool:get_weather {"city": "Paris"}]] [[tool:get_weather {"city": "Oslo"}]]'
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_tool_round_trip_through_translation_anthropic(
+    launch: LaunchFn, streamed: bool
+) -> None:
+    ts = await launch(config("anthropic: translate"))
+    question = [{"role": "user", "content": ASK}]
+    async with claude(ts) as client:
+        request = {"model": "m", "max_tokens": 200, "tools": [WEATHER_TOOL], "messages": question}
+        if streamed:
+            async with client.messages.stream(**request) as stream:  # type: ignore[arg-type]
+                first = await stream.get_final_message()
+        else:
+            first = await client.messages.create(**request)  # type: ignore[arg-type]
+        assert first.stop_reason == "tool_use"
+        calls = [block for block in first.content if block.type == "tool_use"]
+        assert [c.input for c in calls] == [{"city": "Paris"}, {"city": "Oslo"}]  # parallel
+        assert len({c.id for c in calls}) == 2
+        results = [
+            {"type": "tool_result", "tool_use_id": c.id, "content": f"sunny{i}"}
+            for i, c in enumerate(calls)
+        ]
+        second = await client.messages.create(
+            model="m",
+            max_tokens=200,
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            messages=[
+                *question,
+                {"role": "assistant", "content": first.content},
+                {"role": "user", "content": results},
+            ],  # type: ignore[list-item]
+        )
+    text = second.content[0].text  # type: ignore[union-attr]
+    assert "got tool result: sunny0" in text and "sunny1" in text
+    assert second.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_tool_round_trip_through_translation_responses(
+    launch: LaunchFn, streamed: bool
+) -> None:
+    ts = await launch(config("responses: translate"))
+    tool = {
+        "type": "function",
+        "name": WEATHER_TOOL["name"],
+        "description": WEATHER_TOOL["description"],
+        "parameters": WEATHER_TOOL["input_schema"],
+    }
+    async with gpt(ts) as client:
+        if streamed:
+            stream = await client.responses.create(
+                model="m",
+                input=ASK,
+                tools=[tool],
+                stream=True,  # type: ignore[list-item]
+            )
+            first = None
+            async for event in stream:
+                if event.type == "response.completed":
+                    first = event.response
+            assert first is not None
+        else:
+            first = await client.responses.create(model="m", input=ASK, tools=[tool])  # type: ignore[list-item]
+        calls = [item for item in first.output if item.type == "function_call"]
+        assert [json.loads(c.arguments) for c in calls] == [{"city": "Paris"}, {"city": "Oslo"}]
+        second = await client.responses.create(
+            model="m",
+            tools=[tool],  # type: ignore[list-item]
+            input=[
+                {"role": "user", "content": ASK},
+                *[c.model_dump(exclude_none=True) for c in calls],
+                *[
+                    {"type": "function_call_output", "call_id": c.call_id, "output": f"rain{i}"}
+                    for i, c in enumerate(calls)
+                ],
+            ],  # type: ignore[list-item]
+        )
+    assert "got tool result: rain0" in second.output_text and "rain1" in second.output_text
