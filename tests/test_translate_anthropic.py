@@ -808,6 +808,14 @@ def test_an_error_chunk_ends_the_stream(
         sdk_final_message(sdk, data)
 
 
+def test_an_error_as_the_first_chunk_is_all_the_client_gets() -> None:
+    stream = MessageStream({"model": "m"})
+    events = parse_events(stream.feed({"error": {"code": 503, "message": "Loading model"}}))
+    assert events == [
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Loading model"}}
+    ]
+
+
 def test_close_twice_sends_the_end_once() -> None:
     stream = MessageStream({"model": "m"})
     assert stream.close().endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')

@@ -102,13 +102,13 @@ class MessageStream:
         """One parsed chunk as zero or more complete SSE events."""
         if self._done or not isinstance(chunk, Mapping):
             return b""
+        failed = stream_error_of(chunk)
+        if failed is not None:
+            return self.error(*failed)
         out: list[bytes] = []
         if not self._started:
             self._started = True
             out.append(self._message_start(chunk))
-        failed = stream_error_of(chunk)
-        if failed is not None:
-            return b"".join(out) + self.error(*failed)
         if chunk.get("usage") is not None:
             self._usage = chunk["usage"]
             self._timings = chunk.get("timings")
