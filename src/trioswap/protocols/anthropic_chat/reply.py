@@ -33,8 +33,9 @@ def new_id(prefix: str) -> str:
 
 
 def mapping(value: Any) -> Mapping[str, Any]:
-    """`value` when it is a JSON object, else an empty one: upstream answers are not trusted."""
-    return value if isinstance(value, Mapping) else _EMPTY
+    """`value` when it is a JSON object (parsed: a dict), else an empty one: upstream answers
+    are not trusted."""
+    return value if isinstance(value, dict) else _EMPTY
 
 
 def model_of(request: Mapping[str, Any]) -> str:
@@ -149,7 +150,7 @@ def message_from_chat(chat: Mapping[str, Any], request: Mapping[str, Any]) -> di
 
 
 def _arguments(arguments: Any) -> Any:
-    if isinstance(arguments, Mapping):
+    if isinstance(arguments, dict):
         return arguments
     try:
         parsed = json.loads(arguments) if isinstance(arguments, str) else None
