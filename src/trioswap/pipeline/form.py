@@ -45,12 +45,13 @@ class ModelScan:
     every other one. `done` is set once the model's value is found (`span`) or the form ended
     without one; each byte is searched about once however the bytes arrive."""
 
-    __slots__ = ("_at", "_delimiter", "_is_model", "_value", "done", "span")
+    __slots__ = ("_at", "_delimiter", "_head_at", "_is_model", "_value", "done", "span")
 
     def __init__(self, boundary: bytes) -> None:
         self._delimiter = b"\r\n--" + boundary
-        # Where the next delimiter may start.
+        # Where the next delimiter may start, and where the end of a part's headers may.
         self._at = 0
+        self._head_at = 0
         # Where the current part's value starts, once its headers are in.
         self._value: int | None = None
         self._is_model = False
@@ -67,14 +68,18 @@ class ModelScan:
                     self._at = max(self._at, len(data) - len(delimiter) + 1)
                     return
                 # Found again next time if the part's headers are not all in yet.
-                self._at = start
+                if start != self._at:
+                    self._at = self._head_at = start
                 after = start + len(delimiter)
                 if data[after : after + 2] == b"--":  # the close delimiter
                     self.done = True
                     return
                 line_end = data.find(_CRLF, after)
-                head_end = data.find(b"\r\n\r\n", line_end) if line_end != -1 else -1
+                head_end = (
+                    -1 if line_end == -1 else data.find(b"\r\n\r\n", max(line_end, self._head_at))
+                )
                 if head_end == -1:
+                    self._head_at = max(self._head_at, len(data) - 3)
                     return
                 self._is_model = _MODEL_PART.search(data, line_end + 2, head_end) is not None
                 self._value = self._at = head_end + 4
@@ -87,7 +92,7 @@ class ModelScan:
                 self.done = True
                 return
             self._value = None
-            self._at = end
+            self._at = self._head_at = end
 
 
 def form_boundary(content_type: bytes) -> bytes | None:
