@@ -243,3 +243,25 @@ async def test_a_tool_round_trip_through_translation_responses(
             ],  # type: ignore[list-item]
         )
     assert "got tool result: rain0" in second.output_text and "rain1" in second.output_text
+
+
+@pytest.mark.parametrize(
+    ("path", "apis", "upstream_path"),
+    [
+        ("/v/messages", "anthropic: native", "/messages"),
+        ("/v/messages", "anthropic: translate", "/chat/completions"),
+        ("/v/responses", "responses: native", "/responses"),
+        ("/v/responses", "responses: translate", "/chat/completions"),
+    ],
+)
+async def test_versionless_routes_keep_their_form_when_translated(
+    launch: LaunchFn, path: str, apis: str, upstream_path: str
+) -> None:
+    # llama-swap's /v/… routes are for servers without /v1: translated, they get /chat/completions.
+    ts = await launch(config(apis))
+    body = {"model": "m", "max_tokens": 5, "messages": HELLO, "input": "hi"}
+    async with ts.client() as client:
+        await client.post(path, json=body)
+        response = await client.get("/upstream/m/debug/requests")
+    seen = [r["raw_path"] for r in response.json() if r["path"] != "/debug/requests"]
+    assert seen == [upstream_path]

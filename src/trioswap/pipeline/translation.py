@@ -22,6 +22,7 @@ RESPONSES = "responses"
 # The header that says a reply was translated, and how.
 TRANSLATED_HEADER = b"x-trioswap-translated"
 CHAT_PATH = b"/v1/chat/completions"
+VERSIONLESS_CHAT_PATH = b"/chat/completions"
 
 
 class StreamTranslator(Protocol):
@@ -63,9 +64,16 @@ CODECS = {
         responses_chat.chat_error_to_responses,
     ),
 }
-COUNT_PATH = "/v1/messages/count_tokens"
-# The routes each family is translated on.
-FAMILY_OF_PATH = {"/v1/messages": ANTHROPIC, COUNT_PATH: ANTHROPIC, "/v1/responses": RESPONSES}
+COUNT_PATHS = frozenset({"/v1/messages/count_tokens", "/v/messages/count_tokens"})
+# The routes each family is translated on (llama-swap's versionless `/v/…` forms too).
+FAMILY_OF_PATH = {
+    "/v1/messages": ANTHROPIC,
+    "/v1/messages/count_tokens": ANTHROPIC,
+    "/v1/responses": RESPONSES,
+    "/v/messages": ANTHROPIC,
+    "/v/messages/count_tokens": ANTHROPIC,
+    "/v/responses": RESPONSES,
+}
 
 
 @dataclass(slots=True)

@@ -16,8 +16,9 @@ from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.translation import (
     CHAT_PATH,
     CODECS,
-    COUNT_PATH,
+    COUNT_PATHS,
     FAMILY_OF_PATH,
+    VERSIONLESS_CHAT_PATH,
     Codec,
     Fallback,
     Translation,
@@ -104,7 +105,7 @@ def translate(exchange: Exchange, codec: Codec) -> None:
     (or, for count_tokens, one that trioswap answers)."""
     original: Mapping[str, Any] = exchange.json or {}
     exchange.fallback = None
-    if exchange.path == COUNT_PATH:
+    if exchange.path in COUNT_PATHS:
         exchange.translation = Translation(codec, original, count=True)
         return
     chat = codec.request(original)
@@ -113,4 +114,5 @@ def translate(exchange: Exchange, codec: Codec) -> None:
     exchange.translation = Translation(codec, original)
     exchange.json = chat
     exchange.body_changed = True
-    exchange.upstream_path = CHAT_PATH
+    versionless = exchange.path.startswith("/v/")
+    exchange.upstream_path = VERSIONLESS_CHAT_PATH if versionless else CHAT_PATH
