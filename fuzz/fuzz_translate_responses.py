@@ -4,10 +4,11 @@ Any JSON object as a Responses request translates or raises BadRequest, whose me
 written out as UTF-8; a translated request is JSON whose every tool message answers a call of
 the assistant message its run of tool messages follows. Any sequence of JSON values as chat
 chunks never crashes the stream: what it sends is whole server-sent events, each named by its
-type, numbered from 0 (from 2 when the proxy opened the response), opened by response.created
-and in_progress, each item added once at the next output index and done at most once, ended by
-exactly one response.completed, incomplete or failed listing the done items. Any chunk, answered
-whole, gives a response object; any upstream error answer, an OpenAI error body.
+type, numbered from 0, opened by response.created and in_progress (then maybe the proxy's
+loading progress, a reasoning item), each item added once at the next output index and done at
+most once, ended by exactly one response.completed, incomplete or failed listing the done items.
+Any chunk, answered whole, gives a response object; any upstream error answer, an OpenAI error
+body.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ REQUEST = {
     "tools": [{"type": "function", "name": "f"}, {"type": "custom", "name": "patch"}],
 }
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+# The proxy's loading progress, written through the stream before the model's chunks.
+PROGRESS = {"choices": [{"delta": {"reasoning_content": "Loading model m…\n"}}]}
 
 
 def check_chat(chat: dict[str, Any]) -> None:
@@ -74,12 +77,10 @@ def events(data: bytes) -> list[dict[str, Any]]:
     return found
 
 
-def check_stream(sent: list[dict[str, Any]], created: bool) -> None:
-    first = 2 if created else 0
-    assert [e["sequence_number"] for e in sent] == list(range(first, first + len(sent)))
+def check_stream(sent: list[dict[str, Any]]) -> None:
+    assert [e["sequence_number"] for e in sent] == list(range(len(sent)))
     kinds = [e["type"] for e in sent]
-    if not created:
-        assert kinds[:2] == ["response.created", "response.in_progress"], kinds[:2]
+    assert kinds[:2] == ["response.created", "response.in_progress"], kinds[:2]
     assert kinds[-1] in TERMINAL and sum(k in TERMINAL for k in kinds) == 1, kinds
     added: dict[int, str] = {}
     done: dict[int, dict[str, Any]] = {}
@@ -110,15 +111,17 @@ def chunks(data: bytes) -> list[Any]:
     return values
 
 
-def translate_stream(data: bytes, created: bool) -> None:
-    stream = ResponseStream(REQUEST, created=created)
+def translate_stream(data: bytes, progress: bool) -> None:
+    stream = ResponseStream(REQUEST)
     sent: list[dict[str, Any]] = []
+    if progress:
+        sent.extend(events(stream.feed(PROGRESS) + stream.end_item()))
     for value in chunks(data):
         if isinstance(value, dict):
             sent.extend(events(stream.feed(value)))
             json.dumps(response_from_chat(value, REQUEST))
     sent.extend(events(stream.close()))
-    check_stream(sent, created)
+    check_stream(sent)
 
 
 def translate_error(status: int, body: bytes) -> None:
@@ -139,7 +142,7 @@ def test_one_input(data: bytes) -> None:
     if mode == 0:
         translate_request(rest)
     else:
-        translate_stream(rest, created=mode == 2)
+        translate_stream(rest, progress=mode == 2)
 
 
 if __name__ == "__main__":

@@ -132,19 +132,19 @@ class Item:
     done: dict[str, Any] | None = None
 
 
-def check_events(events: list[dict[str, Any]], first: int = 0) -> dict[str, Any]:
+def check_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     """A well-formed Responses event stream; its final response object.
 
-    Sequence numbers count up from `first`; created and in_progress open it (unless sent before),
+    Sequence numbers count up from 0; created and in_progress open it,
     one completed, incomplete or failed ends it; every item is added once at the next output
     index and its events follow its grammar, addressed by its id and index, deltas adding up to
     its done text; the final output is the done items (all of them unless it failed). Every
     event parses as the openai SDK's ResponseStreamEvent."""
     for n, event in enumerate(events):
-        assert event["sequence_number"] == first + n, (n, event)
+        assert event["sequence_number"] == n, (n, event)
         EVENT.validate_python(sdk_view(event))
     kinds = [event["type"] for event in events]
-    opening = ["response.created", "response.in_progress"] if first == 0 else []
+    opening = ["response.created", "response.in_progress"]
     assert kinds[: len(opening)] == opening, kinds[:3]
     assert kinds[-1] in TERMINAL and sum(kind in TERMINAL for kind in kinds) == 1, kinds
     responses = [event["response"] for event in events if "response" in event]
@@ -204,9 +204,9 @@ def sdk_view(event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def stream(request: dict[str, Any], chunks: list[Any], created: bool = False) -> list[bytes]:
+def stream(request: dict[str, Any], chunks: list[Any]) -> list[bytes]:
     """What a ResponseStream sends for `chunks`: one piece per chunk, and the close."""
-    translator = ResponseStream(request, created=created)
+    translator = ResponseStream(request)
     return [translator.feed(chunk) for chunk in chunks] + [translator.close()]
 
 
@@ -744,15 +744,31 @@ def test_an_error_inside_the_stream_fails_the_response(
     assert pieces[2] == b""
 
 
-def test_when_the_proxy_already_opened_the_response() -> None:
-    pieces = stream(
-        REQUEST,
-        [text_chunk("Hi"), {"choices": [{"delta": {}, "finish_reason": "stop"}]}],
-        created=True,
-    )
-    events = events_of(pieces)
-    assert events[0]["sequence_number"] == 2 and events[0]["type"] == "response.output_item.added"
-    check_events(events, first=2)
+def test_loading_progress_then_the_answer_is_one_response() -> None:
+    """trioswap's progress is a reasoning item of the same stream; the answer's reasoning
+    opens an item of its own after it."""
+    translator = ResponseStream(REQUEST)
+    progress = {"choices": [{"delta": {"reasoning_content": "Loading model m…\n"}}]}
+    reasoning = {"choices": [{"delta": {"reasoning_content": "hmm"}}]}
+    pieces = [translator.feed(progress), translator.end_item(), translator.end_item()]
+    pieces += [translator.feed(reasoning), translator.feed(text_chunk("Hi")), translator.close()]
+    final = check_events(events_of(pieces))
+    assert [item["summary"][0]["text"] for item in final["output"][:2]] == [
+        "Loading model m…\n",
+        "hmm",
+    ]
+    assert final["output"][2]["content"][0]["text"] == "Hi"
+    assert pieces[2] == b""
+
+
+def test_handed_over_after_the_progress() -> None:
+    translator = ResponseStream(REQUEST)
+    translator.feed({"choices": [{"delta": {"reasoning_content": "Loading…"}}]})
+    done = events_of([translator.end_item()])
+    response, sequence, output = translator.hand_over()
+    assert sequence == done[-1]["sequence_number"] + 1 and output == [done[-1]["item"]]
+    assert response["id"].startswith("resp_") and response["status"] == "in_progress"
+    assert translator.feed(text_chunk("Hi")) == b"" and translator.close() == b""
 
 
 def test_a_call_named_late_is_added_then_with_what_came_before() -> None:

@@ -81,9 +81,11 @@ class _Call:
 class MessageStream:
     """One streamed reply: chat.completion.chunk objects in, Anthropic SSE events out.
 
-    `message_started`: the proxy already sent `message_start` (and maybe a loading progress
-    block, so it sets `next_index`, the index of the next content block, before the first feed).
-    After `close` or `error` the stream is over and every call returns nothing."""
+    trioswap's loading progress is written through it too (reasoning chunks, then `end_block`),
+    so the model's blocks follow with the next indexes. `message_started`: someone else already
+    sent `message_start` (and maybe blocks: then they set `next_index`, the index of the next
+    content block, before the first feed). After `close` or `error` the stream is over and every
+    call returns nothing."""
 
     def __init__(self, request: Mapping[str, Any], *, message_started: bool = False) -> None:
         self.next_index = 0
@@ -150,6 +152,13 @@ class MessageStream:
         }
         out.append(_event("message_delta", delta))
         out.append(_MESSAGE_STOP)
+        return b"".join(out)
+
+    def end_block(self) -> bytes:
+        """Ends the open block: what comes next opens a new one (trioswap's loading progress
+        is a thinking block of its own before the model's)."""
+        out: list[bytes] = []
+        self._stop(out)
         return b"".join(out)
 
     def error(self, error_type: str, message: str) -> bytes:

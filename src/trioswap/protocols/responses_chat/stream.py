@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from trioswap.protocols.responses_chat.errors import openai_error
 from trioswap.protocols.responses_chat.output import (
@@ -90,11 +90,21 @@ class _Call:
         self.delta_head = ""
 
 
+class Continuation(NamedTuple):
+    """What a stream continued by someone else needs: the response as it was opened, the next
+    sequence number, and the items done so far."""
+
+    response: Json
+    sequence_number: int
+    output: list[Json]
+
+
 class ResponseStream:
     """One streamed reply: chat.completion.chunk objects in, Responses SSE events out.
 
-    `created`: the proxy already sent response.created and response.in_progress (as sequence
-    numbers 0 and 1, while the model loaded); they are not sent again."""
+    trioswap's loading progress is written through it too (reasoning chunks, then `end_item`),
+    so the model's answer continues the same response: one id, sequence numbers and output
+    indexes going on. A server's own Responses stream continues it from `hand_over()`."""
 
     __slots__ = (
         "_base",
@@ -110,11 +120,11 @@ class ResponseStream:
         "_usage",
     )
 
-    def __init__(self, request: Mapping[str, Any], *, created: bool = False) -> None:
+    def __init__(self, request: Mapping[str, Any]) -> None:
         self._custom = custom_tool_names(request)
         self._base = base_response(request, new_id("resp"), int(time.time()))
-        self._seq = 2 if created else 0
-        self._started = created
+        self._seq = 0
+        self._started = False
         self._ended = False
         self._out: list[bytes] = []
         self._output: list[Json | None] = []  # each item once done, by output index
@@ -183,6 +193,18 @@ class ResponseStream:
         self._emit("response.failed", {"response": response})
         self._ended = True
         return self._flush()
+
+    def end_item(self) -> bytes:
+        """Ends the open reasoning or message item: what comes next opens a new one."""
+        self._close_text("completed")
+        return self._flush()
+
+    def hand_over(self) -> Continuation:
+        """Ends this stream without a last event: someone else continues the response."""
+        self._ended = True
+        return Continuation(
+            self._base, self._seq, [item for item in self._output if item is not None]
+        )
 
     def _emit(self, kind: str, fields: Json) -> None:
         data = _ENCODE({"type": kind, **fields, "sequence_number": self._seq})
