@@ -6,7 +6,8 @@ A well-formed response (any status, event stream or not, framed by Content-Lengt
 any chunk sizes or by closing, arriving in any splits) reaches the client whole: its status, its
 body byte for byte and in order, and a complete ending. After a failure, `Sink.fail` answers in
 the shape the response is in: a JSON error while nothing was sent, an error event after events.
-The same holds when loading progress was already streamed and the model's answer continues it.
+The same holds when loading progress was already streamed and the model's answer continues it;
+then an answer that is no event stream cannot continue it, and ends it with an error event.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ with atheris.instrument_imports():
     import httpcore
 
     from trioswap.config import loads
-    from trioswap.errors import TrioswapError, UpstreamError
+    from trioswap.errors import TrioswapError, UpstreamError, UpstreamProtocolError
     from trioswap.observe.logs import LogHub
     from trioswap.pipeline.exchange import Exchange
+    from trioswap.pipeline.loading import ChatProgress
     from trioswap.pipeline.sink import BYTES, DONE, EVENTS, PENDING, ResponseState, Sink
     from trioswap.pipeline.stage import StageContext
     from trioswap.pipeline.stages.stream import Stream
@@ -214,7 +216,10 @@ async def relay(
     been sent before the failure."""
     transport = Recorder()
     sink = Sink(transport, family)
+    progress = None
     if loading:  # the swap stage sent loading progress while the model started
+        progress = ChatProgress({"stream": True}, "m")
+        sink.stream_error = progress.failed
         await sink.start(200, [(b"content-type", b"text/event-stream")], events=True)
         await sink.send(LOADING)
     exchange = Exchange(
@@ -231,6 +236,7 @@ async def relay(
         model_id="m",
         upstream_path=b"/v1/chat/completions",
         server=SERVER,
+        loading=progress,
     )
     backend = httpcore.AsyncMockBackend(pieces)
     async with httpcore.AsyncConnectionPool(network_backend=backend) as pool:
@@ -286,6 +292,8 @@ def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     family = pick(fdp, (Family.OPENAI, Family.ANTHROPIC))
     loading = fdp.ConsumeIntInRange(0, 3) == 0
+    if loading:  # progress in chat chunks: the chat completions route, whose family is openai
+        family = Family.OPENAI
     mode = fdp.ConsumeIntInRange(0, 3)
     if mode == 0:  # anything at all from the model server
         wire = fdp.ConsumeBytes(fdp.remaining_bytes())
@@ -308,9 +316,12 @@ def test_one_input(data: bytes) -> None:
     if not loading:
         assert error is None, repr(error)
         check_relayed(transport, upstream, body)
-    elif upstream.status == 200:
+    elif upstream.status == 200 and upstream.content_type.lower().startswith(b"text/event-stream"):
         assert error is None, repr(error)
         assert transport.ended and transport.data == LOADING + body
+    elif upstream.status == 200:  # not events: nothing of it can continue the event stream
+        assert isinstance(error, UpstreamProtocolError), repr(error)
+        assert relayed == LOADING
     else:
         assert isinstance(error, UpstreamError) and str(upstream.status) in str(error)
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trioswap.pipeline.peers import PeerRoute
 from trioswap.pipeline.sink import Sink
 from trioswap.pipeline.translation import Fallback, Translation
 from trioswap.protocols.errors import Headers
 from trioswap.supervisor import ModelServer
+
+if TYPE_CHECKING:
+    from trioswap.pipeline.loading import Progress
 
 
 class RequestBody(Protocol):
@@ -64,6 +67,9 @@ class Exchange:
     # Set by `translate` in auto mode: turns the exchange into a translated one, for a server
     # that turns out not to serve the family natively (`stream` calls it at most once).
     fallback: Fallback | None = None
+    # Set by `swap` when it streamed loading progress: the response has begun, and the model's
+    # answer continues it in its family's grammar through this.
+    loading: Progress | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

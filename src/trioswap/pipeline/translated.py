@@ -5,11 +5,15 @@ An event stream is decoded event by event and each chat chunk handed to the fami
 translator, whose events go out at once; a JSON answer (or an error) is read whole — it is one
 bounded object — and translated in one piece. Every translated reply says so in
 `X-Trioswap-Translated`.
+
+After loading progress (`loading.py`) the response has begun: the translator that wrote the
+progress goes on with the answer, and an upstream error becomes its error event.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpcore
 
@@ -32,25 +36,65 @@ async def translated_reply(exchange: Exchange, response: httpcore.Response, mode
     translation = exchange.translation
     assert translation is not None
     codec, sink = translation.codec, exchange.sink
+    if exchange.loading is not None:
+        stream = exchange.loading.translator
+        assert stream is not None
+        await _continue(exchange, response, model, stream)
+        return
     label = [(TRANSLATED_HEADER, codec.label)]
-    content_type = _content_type(response)
     if response.status != 200:
         status, body = codec.error(response.status, await read_reply(response, model))
         await sink.respond(status, json.dumps(body).encode(), label)
         return
-    if not content_type.startswith(b"text/event-stream"):
-        reply = codec.reply(_parse(await read_reply(response, model), model), translation.request)
+    if not _content_type(response).startswith(b"text/event-stream"):
+        answer = parse_object(await read_reply(response, model), model)
+        reply = codec.reply(answer, translation.request)
         await sink.respond(200, json.dumps(reply).encode(), label)
         return
     stream = codec.stream(translation.request)
+    sink.stream_error = stream_failure(codec.family, stream)
+    await sink.start(200, [*_EVENT_HEADERS, *label], events=True)
+    await _stream(exchange, response, model, stream)
 
-    def stream_error(error: TrioswapError, request_id: str) -> bytes:
+
+def stream_failure(family: str, stream: StreamTranslator) -> Callable[[TrioswapError, str], bytes]:
+    """How a translated stream ends when trioswap fails it: the translator's error event."""
+
+    def failed(error: TrioswapError, request_id: str) -> bytes:
         kind = kind_of(error)
-        name = kind.anthropic_type if codec.family == ANTHROPIC else kind.openai_type
+        name = kind.anthropic_type if family == ANTHROPIC else kind.openai_type
         return stream.error(name, f"{error} (request {request_id})")
 
-    sink.stream_error = stream_error
-    await sink.start(200, [*_EVENT_HEADERS, *label], events=True)
+    return failed
+
+
+async def _continue(
+    exchange: Exchange, response: httpcore.Response, model: str, stream: StreamTranslator
+) -> None:
+    """The answer after loading progress, through the translator that wrote the progress."""
+    assert exchange.translation is not None
+    codec = exchange.translation.codec
+    if response.status != 200:
+        _, body = codec.error(response.status, await read_reply(response, model))
+        error = body["error"]
+        if codec.family == ANTHROPIC:
+            event = stream.error(error["type"], error["message"])
+        else:
+            event = stream.error(error["code"] or "", error["message"])
+        await exchange.sink.end(event)
+        return
+    content_type = _content_type(response)
+    if not content_type.startswith(b"text/event-stream"):
+        raise UpstreamProtocolError(
+            model, f"answered a streaming request with {content_type.decode(errors='replace')!r}"
+        )
+    await _stream(exchange, response, model, stream)
+
+
+async def _stream(
+    exchange: Exchange, response: httpcore.Response, model: str, stream: StreamTranslator
+) -> None:
+    sink = exchange.sink
     decoder = EventDecoder(model)
     async for chunk in response.aiter_stream():
         for data in decoder.feed(chunk):
@@ -63,10 +107,10 @@ async def translated_reply(exchange: Exchange, response: httpcore.Response, mode
 def _translate(stream: StreamTranslator, data: bytes, model: str) -> bytes:
     if data == b"[DONE]":
         return b""
-    return stream.feed(_parse(data, model))
+    return stream.feed(parse_object(data, model))
 
 
-def _parse(data: bytes, model: str) -> dict[str, object]:
+def parse_object(data: bytes, model: str) -> dict[str, object]:
     try:
         parsed = json.loads(data)
     except ValueError:

@@ -19,11 +19,10 @@ from typing import Any
 import httpcore
 
 from trioswap.config import ModelConfig, PeerConfig
-from trioswap.errors import UpstreamError
+from trioswap.errors import UpstreamError, UpstreamProtocolError
 from trioswap.pipeline.count_tokens import count_tokens
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.peers import PeerRoute
-from trioswap.pipeline.sink import PENDING
 from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.translated import translated_reply
 from trioswap.pipeline.translation import TRANSLATED_HEADER
@@ -153,7 +152,7 @@ class Stream:
                     )
                     await translated_reply(exchange, response, target.id)
                     return True
-                if sink.state is not PENDING:
+                if exchange.loading is not None:
                     await _continue_stream(exchange, response)
                     return True
                 out = [(k, v) for k, v in response.headers if k.lower() not in RESPONSE_DROP]
@@ -212,9 +211,10 @@ async def _answer_count(exchange: Exchange, route: _Route, proxy: str) -> None:
 
 
 async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> None:
-    """The client already has our status and headers (loading progress was sent): append the
-    upstream's body, or turn its failure into an error event."""
-    assert exchange.model_id is not None
+    """The client already has our status, headers and loading progress: the server's stream
+    continues that response, rewritten to follow it, or its failure becomes an error event."""
+    assert exchange.model_id is not None and exchange.loading is not None
+    model = exchange.model_id
     if response.status != 200:
         detail = b""
         async for chunk in response.aiter_stream():
@@ -222,10 +222,18 @@ async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> N
             if len(detail) > ERROR_DETAIL_BYTES:
                 break
         text = detail[:ERROR_DETAIL_BYTES].decode(errors="replace")
-        raise UpstreamError(exchange.model_id, f"answered {response.status}: {text}")
+        raise UpstreamError(model, f"answered {response.status}: {text}")
+    content_type = _header(response.headers, b"content-type")
+    if not content_type.lower().startswith(b"text/event-stream"):
+        shown = content_type.decode(errors="replace")
+        raise UpstreamProtocolError(model, f"answered a streaming request with {shown!r}")
+    sink = exchange.sink
+    relay = exchange.loading.relay(model)
+    sink.stream_error = relay.failed
     async for chunk in response.aiter_stream():
-        await exchange.sink.send(chunk)
-    await exchange.sink.end()
+        if events := relay.feed(chunk):
+            await sink.send(events)
+    await sink.end(relay.close())
 
 
 def _header(headers: Headers, name: bytes) -> bytes:
