@@ -50,8 +50,6 @@ class EventDecoder:
 
 def _data(event: bytes) -> bytes | None:
     lines = [
-        line[5:].removeprefix(b" ")
-        for line in _LINE.split(event)
-        if line.startswith(b"data:")
+        line[5:].removeprefix(b" ") for line in _LINE.split(event) if line.startswith(b"data:")
     ]
     return b"\n".join(lines) if lines else None
