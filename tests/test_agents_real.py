@@ -79,7 +79,7 @@ def clis() -> Clis:
 
 
 @pytest.fixture
-def smollm2_config() -> str:
+def smollm2_agent_config() -> str:
     if not (LLAMA_SERVER.exists() and MODEL.exists()):
         pytest.fail(
             f"llama-server or the model is missing in {CACHE}: run scripts/install-llama-server"
@@ -272,9 +272,9 @@ async def check_route(ts: Trioswap, model: str, mode: str, path: str, requests: 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_claude_code_answers(
-    launch: LaunchFn, smollm2_config: str, clis: Clis, workdir: Path, mode: str
+    launch: LaunchFn, smollm2_agent_config: str, clis: Clis, workdir: Path, mode: str
 ) -> None:
-    ts = await launch(smollm2_config)
+    ts = await launch(smollm2_agent_config)
     model = f"smollm2-{mode}"
     answer = await run_claude(ts, clis.claude, workdir, model, PROMPT)
     assert answer.strip()
@@ -283,9 +283,9 @@ async def test_claude_code_answers(
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_codex_answers(
-    launch: LaunchFn, smollm2_config: str, clis: Clis, workdir: Path, mode: str
+    launch: LaunchFn, smollm2_agent_config: str, clis: Clis, workdir: Path, mode: str
 ) -> None:
-    ts = await launch(smollm2_config)
+    ts = await launch(smollm2_agent_config)
     model = f"smollm2-{mode}"
     answer = await run_codex(ts, clis.codex, workdir, model, PROMPT, codex_features(mode))
     assert answer.strip()
