@@ -53,14 +53,6 @@ NOTE = "the note says 7c1f"
 MODES = ["native", "translate"]
 
 
-def codex_features(mode: str) -> str:
-    """Codex 0.171 offers its sub-agent tools as one Responses `namespace` tool, which
-    trioswap's translator refuses (400, "tool type 'namespace' cannot be translated to chat
-    completions"); llama-server's own /v1/responses skips it with a warning. Without the
-    multi_agent feature Codex sends function tools only; native mode runs Codex as it comes."""
-    return "multi_agent = false" if mode == "translate" else ""
-
-
 @dataclass(frozen=True)
 class Clis:
     claude: Path
@@ -221,9 +213,6 @@ CODEX_CONFIG = textwrap.dedent(
     wire_api = "responses"
     env_key = "TRIOSWAP_API_KEY"
 
-    [features]
-    {features}
-
     [analytics]
     enabled = false
 
@@ -236,13 +225,11 @@ CODEX_CONFIG = textwrap.dedent(
 )
 
 
-async def run_codex(
-    ts: Trioswap, codex: Path, workdir: Path, model: str, prompt: str, features: str
-) -> str:
+async def run_codex(ts: Trioswap, codex: Path, workdir: Path, model: str, prompt: str) -> str:
     """`codex exec`; its last message, once it exited 0."""
     codex_home = workdir.parent / "home" / ".codex"
     codex_home.mkdir()
-    config = CODEX_CONFIG.format(model=model, url=ts.url, features=features)
+    config = CODEX_CONFIG.format(model=model, url=ts.url)
     (codex_home / "config.toml").write_text(config)
     env = base_env(workdir) | {"CODEX_HOME": str(codex_home), "TRIOSWAP_API_KEY": API_KEY}
     last = workdir.parent / "last-message"
@@ -287,7 +274,7 @@ async def test_codex_answers(
 ) -> None:
     ts = await launch(smollm2_agent_config)
     model = f"smollm2-{mode}"
-    answer = await run_codex(ts, clis.codex, workdir, model, PROMPT, codex_features(mode))
+    answer = await run_codex(ts, clis.codex, workdir, model, PROMPT)
     assert answer.strip()
     await check_route(ts, model, mode, "/v1/responses", requests=1)
 
@@ -314,18 +301,15 @@ async def test_codex_tool_call(
     (workdir / "note.txt").write_text(NOTE)
     call = json.dumps({"cmd": "cat note.txt"})
     prompt = f"[[tool:exec_command {call}]]"
-    answer = await run_codex(ts, clis.codex, workdir, model, prompt, codex_features(mode))
+    answer = await run_codex(ts, clis.codex, workdir, model, prompt)
     assert answer.startswith("got tool result: ") and NOTE in answer
     await check_route(ts, model, mode, "/v1/responses", requests=2)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="responses_chat refuses Codex's `namespace` tool (multi_agent_v1)"
-)
 async def test_codex_with_its_default_tools_translated(
     launch: LaunchFn, scripted_config: str, clis: Clis, workdir: Path
 ) -> None:
     ts = await launch(scripted_config)
-    answer = await run_codex(ts, clis.codex, workdir, "scripted-translate", PROMPT, features="")
+    answer = await run_codex(ts, clis.codex, workdir, "scripted-translate", PROMPT)
     assert answer.strip()
     await check_route(ts, "scripted-translate", "translate", "/v1/responses", requests=1)

@@ -352,6 +352,18 @@ def test_only_hosted_tools_send_no_tools_and_no_choice() -> None:
     assert {"tools", "tool_choice", "parallel_tool_calls"}.isdisjoint(chat)
 
 
+def test_codex_namespace_of_tools_is_left_out_as_llama_server_does() -> None:
+    namespace = {
+        "type": "namespace",
+        "name": "multi_agent_v1",
+        "description": "Tools for spawning and managing sub-agents.",
+        "tools": [{"type": "function", "name": "spawn_agent", "parameters": {}}],
+    }
+    function = {"type": "function", "name": "shell", "parameters": {"type": "object"}}
+    chat = request_to_chat({"input": "hi", "tools": [function, namespace]})
+    assert [t["function"]["name"] for t in chat["tools"]] == ["shell"]
+
+
 def test_reasoning_goes_to_the_assistant_message_after_it() -> None:
     body = {
         "input": [

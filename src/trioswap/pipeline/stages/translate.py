@@ -45,6 +45,7 @@ _KNOWN = {
             "container",
             "mcp_servers",
             "context_management",
+            "output_config",
         }
     ),
     "responses": frozenset(
