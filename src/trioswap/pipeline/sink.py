@@ -29,6 +29,9 @@ from trioswap.protocols.errors import (
     stream_error_event,
 )
 
+# Every event stream trioswap starts or passes on: no buffering by proxies, no caching.
+EVENT_STREAM_HEADERS: Headers = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
+
 
 class Transport(Protocol):
     """How bytes reach the client: a status line and headers once, then body chunks."""

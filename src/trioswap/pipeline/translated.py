@@ -19,17 +19,15 @@ import httpcore
 
 from trioswap.errors import TrioswapError, UpstreamProtocolError
 from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.sink import EVENT_STREAM_HEADERS
 from trioswap.pipeline.translation import ANTHROPIC, TRANSLATED_HEADER, StreamTranslator
+from trioswap.pipeline.upstream import is_event_stream, require_event_stream
 from trioswap.protocols.errors import kind_of
 from trioswap.protocols.sse import EventDecoder
 
 # A non-streamed chat completion larger than this is not one.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
-_EVENT_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"x-accel-buffering", b"no"),
-    (b"cache-control", b"no-cache"),
-]
+_EVENT_HEADERS = [(b"content-type", b"text/event-stream"), *EVENT_STREAM_HEADERS]
 
 
 async def translated_reply(exchange: Exchange, response: httpcore.Response, model: str) -> None:
@@ -46,7 +44,7 @@ async def translated_reply(exchange: Exchange, response: httpcore.Response, mode
         status, body = codec.error(response.status, await read_reply(response, model))
         await sink.respond(status, json.dumps(body).encode(), label)
         return
-    if not _content_type(response).startswith(b"text/event-stream"):
+    if not is_event_stream(response):
         answer = parse_object(await read_reply(response, model), model)
         reply = codec.reply(answer, translation.request)
         await sink.respond(200, json.dumps(reply).encode(), label)
@@ -83,11 +81,7 @@ async def _continue(
             event = stream.error(error["code"] or "", error["message"])
         await exchange.sink.end(event)
         return
-    content_type = _content_type(response)
-    if not content_type.startswith(b"text/event-stream"):
-        raise UpstreamProtocolError(
-            model, f"answered a streaming request with {content_type.decode(errors='replace')!r}"
-        )
+    require_event_stream(response, model)
     await _stream(exchange, response, model, stream)
 
 
@@ -130,10 +124,3 @@ async def read_reply(response: httpcore.Response, model: str) -> bytes:
         if len(body) > MAX_REPLY_BYTES:
             raise UpstreamProtocolError(model, f"answered more than {MAX_REPLY_BYTES} bytes")
     return bytes(body)
-
-
-def _content_type(response: httpcore.Response) -> bytes:
-    for key, value in response.headers:
-        if key.lower() == b"content-type":
-            return value.lower()
-    return b""

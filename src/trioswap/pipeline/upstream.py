@@ -342,3 +342,23 @@ def _cause(exc: Exception) -> str:
 
 def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
+
+
+def response_header(response: httpcore.Response, name: bytes) -> bytes:
+    """A header of an upstream's response (`name` in lower case), or b""."""
+    for key, value in response.headers:
+        if key.lower() == name:
+            return value
+    return b""
+
+
+def is_event_stream(response: httpcore.Response) -> bool:
+    # Media types are case-insensitive (RFC 9110, 8.3.1).
+    return response_header(response, b"content-type").lower().startswith(b"text/event-stream")
+
+
+def require_event_stream(response: httpcore.Response, model: str) -> None:
+    """After progress went out as events, only an event stream can continue the response."""
+    if not is_event_stream(response):
+        shown = response_header(response, b"content-type").decode(errors="replace")
+        raise UpstreamProtocolError(model, f"answered a streaming request with {shown!r}")

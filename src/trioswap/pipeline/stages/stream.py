@@ -19,16 +19,20 @@ from typing import Any
 import httpcore
 
 from trioswap.config import ModelConfig, PeerConfig
-from trioswap.errors import UpstreamError, UpstreamProtocolError
+from trioswap.errors import UpstreamError
 from trioswap.pipeline.count_tokens import count_tokens
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.peers import PeerRoute
+from trioswap.pipeline.sink import EVENT_STREAM_HEADERS
 from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.translated import translated_reply
 from trioswap.pipeline.translation import TRANSLATED_HEADER
 from trioswap.pipeline.upstream import (
     PoolFor,
+    is_event_stream,
     open_response,
+    require_event_stream,
+    response_header,
     upstream_errors,
     upstream_timeouts,
     upstream_url,
@@ -57,7 +61,6 @@ HOP_BY_HOP = frozenset(
 # hypercorn dates every response itself.
 RESPONSE_DROP = HOP_BY_HOP | {b"date"}
 CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
-EVENT_STREAM_HEADERS: Headers = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 _EVENT_STREAM_NAMES = frozenset(name for name, _ in EVENT_STREAM_HEADERS)
 ERROR_DETAIL_BYTES = 2000
 
@@ -156,13 +159,11 @@ class Stream:
                     await _continue_stream(exchange, response)
                     return True
                 out = [(k, v) for k, v in response.headers if k.lower() not in RESPONSE_DROP]
-                content_type = _header(response.headers, b"content-type")
-                # Media types are case-insensitive (RFC 9110, 8.3.1).
-                events = content_type.lower().startswith(b"text/event-stream")
+                events = is_event_stream(response)
                 if events:
                     out = [(k, v) for k, v in out if k.lower() not in _EVENT_STREAM_NAMES]
                     out.extend(EVENT_STREAM_HEADERS)
-                elif length := _header(response.headers, b"content-length"):
+                elif length := response_header(response, b"content-length"):
                     out.append((b"content-length", length))
                 await sink.start(response.status, out, events=events)
                 async for chunk in response.aiter_stream():
@@ -223,10 +224,7 @@ async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> N
                 break
         text = detail[:ERROR_DETAIL_BYTES].decode(errors="replace")
         raise UpstreamError(model, f"answered {response.status}: {text}")
-    content_type = _header(response.headers, b"content-type")
-    if not content_type.lower().startswith(b"text/event-stream"):
-        shown = content_type.decode(errors="replace")
-        raise UpstreamProtocolError(model, f"answered a streaming request with {shown!r}")
+    require_event_stream(response, model)
     sink = exchange.sink
     relay = exchange.loading.relay(model)
     sink.stream_error = relay.failed
@@ -234,10 +232,3 @@ async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> N
         if events := relay.feed(chunk):
             await sink.send(events)
     await sink.end(relay.close())
-
-
-def _header(headers: Headers, name: bytes) -> bytes:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return b""

@@ -13,8 +13,8 @@ import trio
 
 from trioswap.pipeline import loading
 from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.sink import EVENT_STREAM_HEADERS
 from trioswap.pipeline.stage import StageContext
-from trioswap.pipeline.stages.stream import EVENT_STREAM_HEADERS
 from trioswap.pipeline.translation import TRANSLATED_HEADER
 from trioswap.supervisor import ModelState, Supervisor
 
