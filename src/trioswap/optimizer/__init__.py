@@ -1,0 +1,1 @@
+"""The prompt optimizer: fits agent transcripts into a model's context window."""
