@@ -23,6 +23,7 @@ from trioswap.cli import demo_config_path
 from trioswap.config import (
     LOG_LEVELS,
     PORT_SPAN,
+    POLICIES,
     TRUNCATION_MODES,
     Config,
     Filters,
@@ -410,6 +411,8 @@ def test_top_level_groups_and_routing_groups_together_are_an_error() -> None:
         ("concurrencyLimit: 0", "concurrency_limit", 0),
         *[(f"truncationMode: '{mode}'", "truncation_mode", mode) for mode in TRUNCATION_MODES],
         *[(f"truncationMode: {mode}", "truncation_mode", mode) for mode in TRUNCATION_MODES],
+        *[(f"promptOptimization: {p}", "prompt_optimization", p) for p in POLICIES],
+        ("tokenizer: /m/tokenizer.json", "tokenizer", "/m/tokenizer.json"),
         ("sendLoadingState: true", "send_loading_state", True),
     ],
 )
@@ -1287,11 +1290,11 @@ BAD_CONFIGS: list[Any] = [
         id="bad-log-level-no-suggestion",
     ),
     pytest.param(
-        A + "    truncationMode: alway\n",
+        A + "    promptOptimization: alway\n",
         [
             (
                 4,
-                "models.a.truncationMode",
+                "models.a.promptOptimization",
                 "must be one of off, limit_only, always, llm_assisted, not the string 'alway'"
                 " (did you mean 'always'?)",
             )
@@ -1771,9 +1774,30 @@ def test_yaml_merge_keys_without_override() -> None:
     assert config.resolve("bee") == "b"
 
 
-def test_truncation_mode_off_unquoted() -> None:
-    # YAML 1.1 reads a bare `off` as the boolean false; `truncationMode: off` still means "off".
-    assert one_model("cmd: srv --port ${PORT}\ntruncationMode: off").truncation_mode == "off"
+def test_policy_off_unquoted() -> None:
+    # YAML 1.1 reads a bare `off` as the boolean false; `promptOptimization: off` still means off.
+    model = one_model("cmd: srv --port ${PORT}\npromptOptimization: off")
+    assert model.prompt_optimization == "off"
+
+
+def test_policy_default_is_global_then_limit_only() -> None:
+    assert one_model("cmd: srv --port ${PORT}").prompt_optimization == "limit_only"
+    config = loads(
+        "promptOptimization: always\nmodels:\n  a:\n    cmd: srv --port ${PORT}\n"
+        "  b:\n    cmd: srv --port ${PORT}\n    promptOptimization: 'off'\n"
+    )
+    assert config.models["a"].prompt_optimization == "always"
+    assert config.models["b"].prompt_optimization == "off"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policy_written_as_truncation_mode_is_taken_with_a_warning(policy: str) -> None:
+    config = loads(f"models:\n  a:\n    cmd: srv --port ${{PORT}}\n    truncationMode: {policy}\n")
+    model = config.models["a"]
+    assert (model.prompt_optimization, model.truncation_mode) == (policy, None)
+    [warning] = config.warnings
+    assert (warning.line, warning.key) == (4, "models.a.truncationMode")
+    assert f"write promptOptimization: {policy}" in warning.message
 
 
 def test_pid_through_a_macro_in_cmd_stop() -> None:

@@ -13,11 +13,12 @@ from trioswap.config.resolved import (
     Filters,
     GroupConfig,
     ModelConfig,
+    OptimizerSettings,
     PeerConfig,
     PeerTarget,
     Timeouts,
 )
-from trioswap.config.schema import LOG_LEVELS, LOG_TO_STDOUT, MIB, TRUNCATION_MODES
+from trioswap.config.schema import LOG_LEVELS, LOG_TO_STDOUT, MIB, POLICIES, TRUNCATION_MODES
 from trioswap.config.view import json_schema, redacted, summary
 
 __all__ = [
@@ -25,12 +26,14 @@ __all__ = [
     "LOG_TO_STDOUT",
     "MIB",
     "PORT_SPAN",
+    "POLICIES",
     "TRUNCATION_MODES",
     "Capabilities",
     "Config",
     "Filters",
     "GroupConfig",
     "ModelConfig",
+    "OptimizerSettings",
     "PeerConfig",
     "PeerTarget",
     "Timeouts",

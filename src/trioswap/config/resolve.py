@@ -22,6 +22,7 @@ from trioswap.config.resolved import (
     Filters,
     GroupConfig,
     ModelConfig,
+    OptimizerSettings,
     PeerConfig,
     PeerTarget,
     Timeouts,
@@ -114,6 +115,15 @@ class Resolver:
             cors_origins=tuple(o.rstrip("/") for o in f.cors.origins),
             allowed_hosts=tuple(h.lower() for h in f.allowed_hosts),
             upstream_ignore_paths=tuple(re.compile(p) for p in f.upstream.ignore_paths),
+            optimizer=OptimizerSettings(
+                output_reserve=f.optimizer.output_reserve,
+                max_output_share=f.optimizer.max_output_share,
+                safety_margin=f.optimizer.safety_margin,
+                target=f.optimizer.target,
+                elide_over=f.optimizer.elide_over,
+                summary_timeout=f.optimizer.summary_timeout,
+                summary_max_tokens=f.optimizer.summary_max_tokens,
+            ),
             warnings=tuple(self.problems.warnings),
             document=self.resolved_document(models, groups),
         )
@@ -139,6 +149,7 @@ class Resolver:
                 tuple(caps.inputs), tuple(caps.outputs), caps.tools, caps.reranker, caps.context
             )
         check = m.check_endpoint.strip()
+        policy, truncation = self.optimization(m, key)
         return ModelConfig(
             id=model_id,
             cmd=self.command(m.cmd, (*key, "cmd")),
@@ -157,7 +168,9 @@ class Resolver:
             metadata=m.metadata,
             filters=self.filters(m.filters, (*key, "filters")),
             concurrency_limit=m.concurrency_limit,
-            truncation_mode=m.truncation_mode,
+            prompt_optimization=policy,
+            truncation_mode=truncation,
+            tokenizer=m.tokenizer or None,
             send_loading_state=(
                 f.send_loading_state if m.send_loading_state is None else m.send_loading_state
             ),
@@ -167,6 +180,21 @@ class Resolver:
             apis={"anthropic": m.apis.anthropic, "responses": m.apis.responses},
             with_port=partial(with_port, model_id) if port is not None else None,
         )
+
+    def optimization(self, m: schema.Model, key: tuple[Any, ...]) -> tuple[str, str | None]:
+        """The model's policy and truncation mode; a policy written as truncationMode (as
+        trioswap read it before promptOptimization) is taken as the policy, with a warning."""
+        policy = m.prompt_optimization or self.file.prompt_optimization
+        truncation = m.truncation_mode
+        if truncation in schema.POLICIES:
+            self.warn(
+                (*key, "truncationMode"),
+                f"{truncation!r} is a policy: write promptOptimization: {truncation} "
+                "(truncationMode is now sliding_window or strict_error)",
+            )
+            policy = m.prompt_optimization or truncation
+            truncation = None
+        return policy, truncation
 
     def command(self, text: str, path: tuple[Any, ...]) -> tuple[str, ...]:
         # A trailing backslash continues the line, as in a shell script.

@@ -62,7 +62,11 @@ class ModelConfig:
     metadata: Mapping[str, Any]
     filters: Filters
     concurrency_limit: int
+    # The prompt optimizer's policy, and what it does over budget (None: trim as the policy
+    # says; "sliding_window"; "strict_error").
+    prompt_optimization: str
     truncation_mode: str | None
+    tokenizer: str | None
     send_loading_state: bool
     timeouts: Timeouts
     capabilities: Capabilities | None
@@ -76,6 +80,17 @@ class ModelConfig:
         if self.cmd_stop is None:
             return None
         return tuple(part.replace("${PID}", str(pid)) for part in self.cmd_stop)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    output_reserve: int = 1024
+    max_output_share: float = 0.25
+    safety_margin: float = 0.05
+    target: float = 0.7
+    elide_over: int = 256
+    summary_timeout: float = 60
+    summary_max_tokens: int = 600
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,7 @@ class Config:
     allowed_hosts: tuple[str, ...]
     # `/upstream/<model>/<rest>`: a `rest` any of these finds never starts the model.
     upstream_ignore_paths: tuple[re.Pattern[str], ...]
+    optimizer: OptimizerSettings = OptimizerSettings()
     warnings: tuple[ConfigProblem, ...] = ()
     # The validated file, in the file's own key names: the source of `validate --json`.
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)

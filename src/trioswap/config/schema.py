@@ -31,7 +31,8 @@ from pydantic import (
 MIB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_TO_STDOUT = ("proxy", "upstream", "both", "none")
-TRUNCATION_MODES = ("off", "limit_only", "always", "llm_assisted")
+POLICIES = ("off", "limit_only", "always", "llm_assisted")
+TRUNCATION_MODES = ("sliding_window", "strict_error")
 MODALITIES = ("text", "audio", "image")
 DEFAULT_PROXY = "http://127.0.0.1:${PORT}"
 DEFAULT_IGNORE_PATHS = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
@@ -74,6 +75,7 @@ def _http_url(url: str) -> str:
 
 
 Seconds = Annotated[float, Field(ge=0)]
+Policy = Literal["off", "limit_only", "always", "llm_assisted"]
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
@@ -261,8 +263,23 @@ class Model(Section):
     compat: Compat = Field(default_factory=Compat)
     capabilities: Capabilities = Field(default_factory=Capabilities)
     apis: Apis = Field(default_factory=Apis)
-    truncation_mode: Literal["off", "limit_only", "always", "llm_assisted"] | None = Field(
-        None, alias="truncationMode", description="the prompt optimizer's policy"
+    prompt_optimization: Policy | None = Field(
+        None,
+        alias="promptOptimization",
+        description="the prompt optimizer's policy for this model (default: the global one)",
+    )
+    # The policy names are accepted too (with a warning): trioswap read them here before
+    # promptOptimization existed.
+    truncation_mode: Literal["sliding_window", "strict_error", Policy] | None = Field(
+        None,
+        alias="truncationMode",
+        description="over the context budget: unset trims as the policy says; sliding_window "
+        "drops the oldest turns only; strict_error answers 400 'prompt is too long'",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="a tokenizer.json giving the model's exact token counts (default: read "
+        "from the model's GGUF file, else its server's /tokenize, else an estimate)",
     )
 
 
@@ -364,6 +381,54 @@ class Hooks(Section):
     on_startup: OnStartup = Field(default_factory=OnStartup)
 
 
+class Optimizer(Section):
+    """How the prompt optimizer sizes its budget and trims."""
+
+    output_reserve: int = Field(
+        1024,
+        ge=0,
+        alias="outputReserve",
+        description="tokens kept free for the reply when a request gives no max_tokens",
+    )
+    max_output_share: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        alias="maxOutputShare",
+        description="the most of the window a request's max_tokens may reserve (agents ask "
+        "for 32k of output from an 8k model)",
+    )
+    safety_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        alias="safetyMargin",
+        description="share of the window left unused for counting errors",
+    )
+    target: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="a trim cuts the prompt to this share of the budget, so the next turns "
+        "fit without another trim (and the model's prompt cache keeps hitting)",
+    )
+    elide_over: int = Field(
+        256,
+        ge=1,
+        alias="elideOver",
+        description="old tool outputs longer than this many tokens are elided first",
+    )
+    summary_timeout: Duration = Field(
+        60,
+        ge=0,
+        alias="summaryTimeout",
+        description="llm_assisted: seconds a summary may take before limit_only is used",
+    )
+    summary_max_tokens: int = Field(
+        600, ge=16, alias="summaryMaxTokens", description="llm_assisted: a summary's length"
+    )
+
+
 class Upstream(Section):
     ignore_paths: list[Pattern] = Field(
         default_factory=lambda: list(DEFAULT_IGNORE_PATHS),
@@ -457,6 +522,14 @@ class File(Section):
     send_loading_state: bool = Field(
         False, alias="sendLoadingState", description="stream loading progress as reasoning"
     )
+    prompt_optimization: Policy = Field(
+        "limit_only",
+        alias="promptOptimization",
+        description="the prompt optimizer's policy: off, limit_only (trim only over the "
+        "context budget), always (also remove duplicates every request), llm_assisted "
+        "(summarize what is trimmed)",
+    )
+    optimizer: Optimizer = Field(default_factory=Optimizer)
     include_aliases_in_list: bool = Field(
         False, alias="includeAliasesInList", description="list aliases in /v1/models"
     )
