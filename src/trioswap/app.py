@@ -9,6 +9,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -20,6 +21,7 @@ from trioswap.observe.timeformat import LogFormatter
 from trioswap.pipeline.loader import load_routes
 from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.upstream import close_idle_connections, open_upstream_pools
+from trioswap.runtime import RuntimeState
 from trioswap.supervisor import Supervisor
 from trioswap.web.asgi import ProxyApp
 from trioswap.web.control import create_control_app, require_key
@@ -91,10 +93,12 @@ async def run(
     config: Config,
     listener: socket.socket,
     logs: LogHub,
+    state_file: Path,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled or until SIGINT/SIGTERM (see `shut_down`); then stop every model
-    server."""
+    server. `state_file` keeps the runtime overrides (see `trioswap.runtime`)."""
+    runtime = await RuntimeState.load(state_file, config.models)
     hypercorn_config = HypercornConfig()
     loopback = is_loopback(listener)
     hypercorn_config.bind = [f"fd://{listener.detach()}"]
@@ -116,11 +120,13 @@ async def run(
             async def before_stop(model: ModelConfig) -> None:
                 await close_idle_connections(pools(model.timeouts), model.proxy)
 
-            supervisor = Supervisor(config, logs, before_stop)
+            supervisor = Supervisor(config, logs, before_stop, runtime.launch)
             await nursery.start(supervisor.run)
-            context = StageContext(config=config, supervisor=supervisor, upstream_pools=pools)
+            context = StageContext(
+                config=config, supervisor=supervisor, upstream_pools=pools, runtime=runtime
+            )
             routes = load_routes(context)
-            control = create_control_app(config, supervisor, logs, context.learned_apis)
+            control = create_control_app(config, supervisor, logs, context.learned_apis, runtime)
             control = require_key(UpstreamWebsockets(control, config, supervisor), config.api_keys)
             proxy = ProxyApp(
                 routes,

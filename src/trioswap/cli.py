@@ -1,5 +1,5 @@
-"""Command line: `trioswap [--config FILE] [--config-dir DIR] [--listen HOST:PORT]`,
-`trioswap validate [--strict] [--json] FILE` and `trioswap schema`."""
+"""Command line: `trioswap [--config FILE] [--config-dir DIR] [--listen HOST:PORT]
+[--state-dir DIR]`, `trioswap validate [--strict] [--json] FILE` and `trioswap schema`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from trioswap.config import (
     summary,
 )
 from trioswap.errors import ConfigError
+from trioswap.runtime import make_state_dir, state_path
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -51,6 +52,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="treat config warnings as errors")
     parser.add_argument("--listen", "-l", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="overrides logLevel")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where runtime overrides (ctx size, prompt optimization) are kept (default: the "
+        "config file's folder; for the demo, $XDG_STATE_HOME/trioswap)",
+    )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("responder", help="run the bundled test/demo upstream server (see --help)")
     validate = sub.add_parser("validate", help="check a config: its warnings, errors, summary")
@@ -95,7 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trioswap: warning: {warning}", file=sys.stderr)
     if args.log_level:
         config = _with_log_level(config, args.log_level)
-    return trio.run(_serve, config, args.listen, demo)
+    if args.state_dir is not None:
+        try:
+            make_state_dir(args.state_dir)
+        except OSError as exc:
+            print(
+                f"trioswap: --state-dir {args.state_dir} cannot be used: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
+    config_file = None if demo else Path(config.path)
+    state_file = state_path(config_file, args.state_dir, os.environ)
+    return trio.run(_serve, config, args.listen, demo, state_file)
 
 
 def _load(path: str | Path | None, args: argparse.Namespace) -> Config:
@@ -140,7 +158,7 @@ def _with_log_level(config: Config, level: str) -> Config:
     return replace(config, log_level=level)
 
 
-async def _serve(config: Config, listen: str, demo: bool) -> int:
+async def _serve(config: Config, listen: str, demo: bool, state_file: Path) -> int:
     # Imported here so `trioswap validate` and `--version` don't pay for the web stack.
     from trioswap.app import bind_listener, is_loopback, raise_open_file_limit, run, setup_logging
     from trioswap.observe.logs import LogHub
@@ -163,7 +181,7 @@ async def _serve(config: Config, listen: str, demo: bool) -> int:
             listen,
         )
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(run, config, listener, logs)
+        binds = await nursery.start(run, config, listener, logs, state_file)
         url = binds[0]
         print(f"trioswap listening on {url}", flush=True)
         if demo:

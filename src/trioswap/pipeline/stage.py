@@ -9,6 +9,7 @@ from trioswap.config import Config
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.translation import LearnedApis
 from trioswap.pipeline.upstream import PoolFor
+from trioswap.runtime import RuntimeState
 from trioswap.supervisor import Supervisor
 
 
@@ -29,3 +30,5 @@ class StageContext:
     upstream_pools: PoolFor
     # What `auto` learned about which servers need translation (shown in /running).
     learned_apis: LearnedApis = field(default_factory=LearnedApis)
+    # The runtime overrides (policy, ctx size) and the latest optimization snapshots.
+    runtime: RuntimeState = field(default_factory=RuntimeState)

@@ -44,6 +44,8 @@ EVENT_BUFFER = 256
 
 TransitionListener = Callable[[str, ModelState, ModelState], None]
 BeforeStop = Callable[[ModelConfig], Awaitable[None]]
+# A model's config as it is to be started now (runtime overrides applied).
+Launch = Callable[[ModelConfig], ModelConfig]
 
 
 class Waiter:
@@ -123,8 +125,10 @@ class Router:
         process_nursery: trio.Nursery,
         listeners: list[TransitionListener],
         before_stop: BeforeStop,
+        launch: Launch,
     ) -> None:
         self._configs = config.models
+        self._launch = launch
         self._context = context
         self._process_nursery = process_nursery
         self._listeners = listeners
@@ -182,7 +186,8 @@ class Router:
         out: dict[str, ModelStatus] = {}
         for model, slot in self._scheduler.statuses().items():
             run = self._runs.get(model)
-            config = self._configs[model] if run is None else run.server.config
+            # Running: the command it was started with; else the one it would start with.
+            config = self._launch(self._configs[model]) if run is None else run.server.config
             out[model] = ModelStatus(
                 slot.state,
                 slot.in_flight,
@@ -281,7 +286,8 @@ class Router:
         # Not the ports of other models, nor those other servers were moved to.
         avoid = {port for m, port in self._allocated.items() if m != model}
         avoid.update(r.server.config.port for r in self._runs.values() if r.server.config.port)
-        server = ModelServer(self._configs[model], next(self._generations), self._context, avoid)
+        config = self._launch(self._configs[model])
+        server = ModelServer(config, next(self._generations), self._context, avoid)
         self._runs[model] = _Run(server)
         self._process_nursery.start_soon(server.run, self._send.send)
 

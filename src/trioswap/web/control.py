@@ -25,6 +25,7 @@ from trioswap.assets import data_folder
 from trioswap.auth import ApiKeys
 from trioswap.clip import clip
 from trioswap.config import Config, ModelConfig
+from trioswap.config.cmdline import ctx_size
 from trioswap.errors import (
     BadRequest,
     Forbidden,
@@ -47,6 +48,7 @@ from trioswap.protocols.errors import (
     status_of,
 )
 from trioswap.protocols.models import ModelList
+from trioswap.runtime import RuntimeState, check_ctx_size, check_policy
 from trioswap.supervisor import ModelState, Supervisor
 from trioswap.web.asgi import ASGIApp, Receive, Scope, Send, answer_unread
 
@@ -58,6 +60,16 @@ UNLOAD_HINT = "POST /models/unload from a script, or the status page's buttons"
 _NOT_LOADED = frozenset({ModelState.STOPPED, ModelState.FAILED})
 
 log = logging.getLogger("trioswap.control")
+
+
+class NothingOptimized(RouteNotFound):
+    """A 404: the model has no optimization snapshot (yet)."""
+
+    def __init__(self, model: str) -> None:
+        BadRequest.__init__(
+            self,
+            f"model {model!r}: no request for this model has been optimized since trioswap started",
+        )
 
 
 def require_key(app: ASGIApp, api_keys: tuple[str, ...]) -> ASGIApp:
@@ -97,9 +109,15 @@ def api_modes(model: ModelConfig, learned: LearnedApis, generation: int | None) 
 
 
 def create_control_app(
-    config: Config, supervisor: Supervisor, logs: LogHub, learned: LearnedApis
+    config: Config,
+    supervisor: Supervisor,
+    logs: LogHub,
+    learned: LearnedApis,
+    runtime: RuntimeState | None = None,
 ) -> QuartTrio:
     app = QuartTrio("trioswap", static_folder=None)
+    if runtime is None:
+        runtime = RuntimeState()
     # Control routes take no real bodies; still, what Quart reads is bounded the same way.
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_body
     app.config["BODY_TIMEOUT"] = config.request_body_timeout
@@ -215,6 +233,90 @@ def create_control_app(
         if model_id is None:
             return error(ModelNotFound(name))
         return await unload([model_id])
+
+    def local_model(name: str) -> ModelConfig:
+        """The model a path names (an id or an alias), which must be one of ours."""
+        model_id = config.resolve(name)
+        if model_id is not None:
+            return config.models[model_id]
+        target = config.peer_target(name)
+        if target is not None:
+            raise BadRequest(
+                f"model {clip(name)!r} is served by peer {target.peer.id!r}, which optimizes "
+                "prompts and sizes contexts on its side: change them on that trioswap"
+            )
+        raise ModelNotFound(name)
+
+    async def body_field(key: str) -> object:
+        try:
+            body = json.loads(await request.get_data())
+        except ValueError as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict) or key not in body:
+            raise BadRequest(f'send a JSON object with "{key}" (null removes the override)')
+        return body[key]
+
+    def policy_view(model: ModelConfig) -> dict[str, object]:
+        override = runtime.policy(model.id)
+        # getattr until ModelConfig.prompt_optimization has landed everywhere.
+        configured = getattr(model, "prompt_optimization", "limit_only")
+        return {
+            "model": model.id,
+            "policy": override or configured,
+            "source": "config" if override is None else "runtime",
+            "configured": configured,
+            "truncationMode": model.truncation_mode,
+        }
+
+    def ctx_view(model: ModelConfig) -> dict[str, object]:
+        configured: int | None = ctx_size(model.cmd, model.env)
+        source = None if configured is None else "cmd"
+        if configured is None and model.capabilities and model.capabilities.context:
+            configured, source = model.capabilities.context, "capabilities"
+        override = runtime.ctx_size(model.id)
+        return {
+            "model": model.id,
+            "ctxSize": configured if override is None else override,
+            "source": source if override is None else "runtime",
+            "configured": configured,
+        }
+
+    @app.get("/api/model/<path:name>/prompt-optimization")
+    async def get_policy(name: str) -> dict[str, object]:
+        return policy_view(local_model(name))
+
+    @app.post("/api/model/<path:name>/prompt-optimization")
+    async def set_policy(name: str) -> dict[str, object]:
+        model = local_model(name)
+        try:
+            policy = check_policy(await body_field("policy"))
+        except ValueError as exc:
+            raise BadRequest(f"policy: {exc}") from None
+        await runtime.set_policy(model.id, policy)
+        return policy_view(model)
+
+    @app.get("/api/model/<path:name>/prompt-optimization/latest")
+    async def latest_optimization(name: str) -> dict[str, object]:
+        model = local_model(name)
+        snapshot = runtime.snapshot(model.id)
+        if snapshot is None:
+            raise NothingOptimized(model.id)
+        return dict(snapshot)
+
+    @app.get("/api/model/<path:name>/ctxsize")
+    async def get_ctx_size(name: str) -> dict[str, object]:
+        return ctx_view(local_model(name))
+
+    @app.post("/api/model/<path:name>/ctxsize")
+    async def set_ctx_size(name: str) -> dict[str, object]:
+        # Saved first; the model's next start uses it, and a running one is started again.
+        model = local_model(name)
+        try:
+            size = check_ctx_size(await body_field("ctxSize"))
+        except ValueError as exc:
+            raise BadRequest(f"ctxSize: {exc}") from None
+        await runtime.set_ctx_size(model.id, size)
+        return {**ctx_view(model), "restart": supervisor.restart(model.id)}
 
     @app.get("/logs")
     async def all_logs() -> Response:
