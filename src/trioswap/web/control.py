@@ -258,8 +258,7 @@ def create_control_app(
 
     def policy_view(model: ModelConfig) -> dict[str, object]:
         override = runtime.policy(model.id)
-        # getattr until ModelConfig.prompt_optimization has landed everywhere.
-        configured = getattr(model, "prompt_optimization", "limit_only")
+        configured = model.prompt_optimization
         return {
             "model": model.id,
             "policy": override or configured,
