@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from trioswap.cli import demo_config_path
 from trioswap.config import (
     LOG_LEVELS,
-    PORT_SPAN,
     POLICIES,
+    PORT_SPAN,
     TRUNCATION_MODES,
     Config,
     Filters,

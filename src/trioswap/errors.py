@@ -11,11 +11,13 @@
     │   ├── UpstreamProtocolError  not valid HTTP (or a request that cannot be forwarded)
     │   └── UpstreamTimeout        timeouts.connect or timeouts.responseHeader passed
     ├── ShuttingDown         trioswap is stopping and takes no new work
+    ├── SummaryFailed        the model gave no summary of dropped turns (the optimizer falls back)
     ├── BadRequest           the client's request cannot be understood
     │   ├── RouteNotFound    no route has the path
     │   ├── MethodNotAllowed
     │   ├── PayloadTooLarge  the body is over maxRequestBodyMB
-    │   └── RequestTimeout   the body stalled for requestBodyTimeout
+    │   ├── RequestTimeout   the body stalled for requestBodyTimeout
+    │   └── PromptTooLong    over the model's context budget, and truncationMode is strict_error
     ├── Unauthorized         apiKeys are set and the request carries none of them
     ├── Forbidden            a browser request from a site that may not call trioswap
     └── InternalError        a bug: an unexpected exception, logged with its request id
@@ -119,6 +121,17 @@ class ShuttingDown(TrioswapError):
 
 class BadRequest(TrioswapError):
     """The client's request cannot be understood (malformed JSON, no model named)."""
+
+
+class PromptTooLong(BadRequest):
+    def __init__(self, model: str, tokens: int, budget: int, window: int) -> None:
+        super().__init__(
+            f"prompt is too long: {tokens} tokens > {budget} maximum (model {clip(model)}: "
+            f"a {window}-token context, less room for the reply); its truncationMode is "
+            "strict_error"
+        )
+        self.tokens = tokens
+        self.budget = budget
 
 
 class RouteNotFound(BadRequest):

@@ -7,7 +7,7 @@ exactly one response goes back. It never imports a web framework.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -70,6 +70,9 @@ class Exchange:
     # Set by `swap` when it streamed loading progress: the response has begun, and the model's
     # answer continues it in its family's grammar through this.
     loading: Progress | None = None
+    # Set by `optimize`: asked by `stream`, once, for a smaller prompt when the server refuses
+    # this one for its size (its prompt tokens, its context); False when it cannot shrink.
+    shrink: Callable[[int, int], bool] | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:

@@ -18,6 +18,7 @@ from trioswap.pipeline.stages.auth import Auth
 from trioswap.pipeline.stages.body import LimitBody, ReadBody
 from trioswap.pipeline.stages.filters import Filters
 from trioswap.pipeline.stages.ignore_paths import IgnorePaths
+from trioswap.pipeline.stages.optimize import Optimize
 from trioswap.pipeline.stages.resolve import Resolve, ResolvePath
 from trioswap.pipeline.stages.stream import Stream
 from trioswap.pipeline.stages.strip_prefix import StripPrefix
@@ -33,6 +34,7 @@ STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "resolve_path": ResolvePath,
     "ignore_paths": IgnorePaths,
     "filters": Filters,
+    "optimize": Optimize,
     "strip_prefix": StripPrefix,
     "swap": Swap,
     "translate": Translate,

@@ -58,7 +58,7 @@ class SinkStateError(RuntimeError):
 
 
 class Sink:
-    __slots__ = ("_transport", "family", "state", "stream_error")
+    __slots__ = ("_transport", "extra_headers", "family", "state", "stream_error")
 
     def __init__(self, transport: Transport, family: Family) -> None:
         self._transport = transport
@@ -67,9 +67,13 @@ class Sink:
         # How a failed event stream ends when its events are not the family's default ones
         # (a translated stream ends as its translator says).
         self.stream_error: Callable[[TrioswapError, str], bytes] | None = None
+        # Headers a stage adds to whatever response goes out (the optimizer's report).
+        self.extra_headers: Headers = []
 
     async def start(self, status: int, headers: Headers, *, events: bool = False) -> None:
         self._move(PENDING, EVENTS if events else BYTES)
+        if self.extra_headers:
+            headers = [*headers, *self.extra_headers]
         await self._transport.start(status, headers)
 
     async def send(self, chunk: bytes) -> None:
@@ -98,6 +102,7 @@ class Sink:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 *headers,
+                *self.extra_headers,
             ],
         )
         await self._transport.body(body, False)

@@ -145,6 +145,8 @@ class Stream:
                         await _answer_count(exchange, route, proxy)
                         return True
                     response = await _open(stack, exchange, route, proxy)
+                if response.status == 400 and exchange.shrink is not None:
+                    response = await _retry_smaller(stack, exchange, route, proxy, response)
                 if exchange.translation is not None:
                     log.info(
                         "%s %s: model %s, %s",
@@ -201,6 +203,44 @@ async def _open(
     )
 
 
+async def _retry_smaller(
+    stack: AsyncExitStack,
+    exchange: Exchange,
+    route: _Route,
+    proxy: str,
+    response: httpcore.Response,
+) -> httpcore.Response:
+    """A 400 to an optimized request: if the server refused the prompt for its size, send it
+    once more, made smaller by the optimizer; else the same answer, read."""
+    assert exchange.shrink is not None
+    detail = await _read_bounded(response, ERROR_DETAIL_BYTES * 4)
+    await stack.aclose()
+    sizes = context_overflow(detail)
+    if sizes is not None and exchange.shrink(*sizes):
+        return await _open(stack, exchange, route, proxy)
+    return httpcore.Response(response.status, headers=response.headers, content=detail)
+
+
+def context_overflow(detail: bytes) -> tuple[int, int] | None:
+    """(prompt tokens, context size) from llama-server's `exceed_context_size_error`."""
+    try:
+        error = json.loads(detail).get("error")
+        if error.get("type") == "exceed_context_size_error":
+            return int(error["n_prompt_tokens"]), int(error["n_ctx"])
+    except (ValueError, AttributeError, KeyError, TypeError):
+        pass
+    return None
+
+
+async def _read_bounded(response: httpcore.Response, limit: int) -> bytes:
+    detail = b""
+    async for chunk in response.aiter_stream():
+        detail += chunk
+        if len(detail) > limit:
+            break
+    return detail[:limit]
+
+
 async def _answer_count(exchange: Exchange, route: _Route, proxy: str) -> None:
     assert exchange.translation is not None
     tokens, how = await count_tokens(
@@ -217,12 +257,8 @@ async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> N
     assert exchange.model_id is not None and exchange.loading is not None
     model = exchange.model_id
     if response.status != 200:
-        detail = b""
-        async for chunk in response.aiter_stream():
-            detail += chunk
-            if len(detail) > ERROR_DETAIL_BYTES:
-                break
-        text = detail[:ERROR_DETAIL_BYTES].decode(errors="replace")
+        detail = await _read_bounded(response, ERROR_DETAIL_BYTES)
+        text = detail.decode(errors="replace")
         raise UpstreamError(model, f"answered {response.status}: {text}")
     require_event_stream(response, model)
     sink = exchange.sink

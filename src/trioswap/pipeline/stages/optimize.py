@@ -1,0 +1,299 @@
+"""`optimize`: fit a chat completions, Anthropic Messages or Responses request into its model's
+context window (after `filters`, before `translate` and `swap`), as the model's policy says.
+
+Per request it finds the policy (runtime override, else config), the window (`window.py`), the
+budget (window - the reply's reserve - a margin) and the model's token counter (`tokens.py`),
+then runs the pure optimizer (`optimizer/core.py`). Under `llm_assisted` a new trim's dropped
+turns are summarized by the model itself, only when it is already running (never swapped in for
+that) and within `optimizer.summaryTimeout`. The response says what happened in
+`X-Trioswap-Prompt-Optimized`, the latest outcome per model is kept for
+`/api/model/<model>/prompt-optimization/latest`, and if the server still refuses the prompt for
+its size (llama-server's `exceed_context_size_error`), `stream` asks this stage once for a
+smaller one (`Exchange.shrink`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trioswap.config import ModelConfig
+from trioswap.errors import PromptTooLong
+from trioswap.optimizer.core import (
+    Memory,
+    Outcome,
+    Settings,
+    TooLong,
+    dropped_turns,
+    optimize,
+    with_summary,
+)
+from trioswap.optimizer.summary import Summaries, SummaryFailed, open_completer
+from trioswap.optimizer.tokens import Counter, Counters
+from trioswap.optimizer.transcript import Family
+from trioswap.optimizer.window import Window, Windows, context_window, output_reserve, prompt_budget
+from trioswap.pipeline.exchange import Exchange
+from trioswap.pipeline.stage import StageContext
+from trioswap.pipeline.stages.translate import translate
+from trioswap.pipeline.upstream import upstream_timeouts
+from trioswap.supervisor import ModelState
+
+log = logging.getLogger("trioswap.optimizer")
+
+OPTIMIZED_HEADER = b"x-trioswap-prompt-optimized"
+FAMILY_OF_PATH: dict[str, Family] = {
+    "/v1/chat/completions": "chat",
+    "/v/chat/completions": "chat",
+    "/v1/messages": "anthropic",
+    "/v/messages": "anthropic",
+    "/v1/responses": "responses",
+    "/v/responses": "responses",
+}
+# The least margin, in tokens, however small the window.
+MIN_MARGIN = 32
+# A summary request's turns are sent in pieces of at most this share of the window (in
+# characters, about 3 per token, so a piece and the summary so far fit).
+SUMMARY_CHUNK_SHARE = 0.5
+# Snapshots keep at most this much of each body (characters of its JSON).
+SNAPSHOT_BODY_CHARS = 256 * 1024
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trioswap" / "tokenizers"
+
+
+class Optimize:
+    def __init__(self, context: StageContext) -> None:
+        self._config = context.config
+        self._settings = context.config.optimizer
+        self._runtime = context.runtime
+        self._supervisor = context.supervisor
+        self._pools = context.upstream_pools
+        self._counters = Counters(cache_dir())
+        self._windows = Windows()
+        self._memories = {m: Memory() for m in context.config.models}
+        self._summaries = {m: Summaries() for m in context.config.models}
+        self._no_window: set[str] = set()
+
+    async def __call__(self, exchange: Exchange) -> bool:
+        family = FAMILY_OF_PATH.get(exchange.path)
+        body = exchange.json
+        if family is None or body is None or exchange.model_id is None:
+            return False
+        model = self._config.models[exchange.model_id]
+        policy = self._runtime.policy(model.id) or model.prompt_optimization
+        if policy == "off":
+            return False
+        window = context_window(
+            model, self._runtime.ctx_size(model.id), await self._windows.gguf_context(model)
+        )
+        if window is None:
+            if model.id not in self._no_window:
+                self._no_window.add(model.id)
+                log.info(
+                    "model %s: context size unknown (no --ctx-size in its cmd, no "
+                    "capabilities.context, no GGUF that says): prompts are not optimized",
+                    model.id,
+                )
+            return False
+        counter = await self._counter(model)
+        budget = self._budget(body, window)
+        settings = Settings(
+            policy,
+            model.truncation_mode or "trim",
+            budget,
+            self._settings.target,
+            self._settings.elide_over,
+        )
+        memory = self._memories[model.id]
+        try:
+            outcome = optimize(
+                body,
+                family,
+                settings,
+                counter.count,
+                memory,
+                per_message=counter.per_message,
+                per_request=counter.per_request,
+            )
+        except TooLong as exc:
+            raise PromptTooLong(model.id, exc.tokens, exc.budget, window.tokens) from None
+        if policy == "llm_assisted" and outcome.trimmed and outcome.dropped:
+            outcome = await self._summarized(model, body, family, outcome)
+        self._record(model, policy, window, counter, body, outcome)
+        if outcome.changed:
+            self._use(exchange, outcome, policy)
+
+        sent = outcome.after
+
+        def shrink(prompt_tokens: int, n_ctx: int) -> bool:
+            return self._shrink(
+                exchange, model, body, family, settings, counter, sent, prompt_tokens, n_ctx
+            )
+
+        exchange.shrink = shrink
+        return False
+
+    def _budget(self, body: Mapping[str, Any], window: Window) -> int:
+        s = self._settings
+        reserve = output_reserve(body, window.tokens, s.output_reserve, s.max_output_share)
+        return prompt_budget(window, reserve, s.safety_margin, MIN_MARGIN)
+
+    async def _counter(self, model: ModelConfig) -> Counter:
+        counter = await self._counters.counter(model)
+        if self._supervisor.state_of(model.id) is ModelState.READY:
+            proxy = self._supervisor.statuses()[model.id].proxy
+            pool = self._pools(model.timeouts)
+            extensions = {"timeout": upstream_timeouts(model)}
+            await self._counters.calibrate(model, pool, proxy, extensions)
+        return counter
+
+    async def _summarized(
+        self, model: ModelConfig, body: Mapping[str, Any], family: Family, outcome: Outcome
+    ) -> Outcome:
+        """`outcome` with its dropped turns summarized by the model, if it is running and
+        answers in time; else as it is (limit_only's trim)."""
+        if self._supervisor.state_of(model.id) is not ModelState.READY:
+            log.info("model %s: not running, so its dropped turns are not summarized", model.id)
+            return outcome
+        turns = dropped_turns(body, family, outcome.dropped)
+        if not turns:
+            return outcome
+        summaries = self._summaries[model.id]
+        summary = summaries.cached(turns)
+        if summary is None:
+            proxy = self._supervisor.statuses()[model.id].proxy
+            complete = open_completer(
+                self._pools(model.timeouts),
+                proxy,
+                model.use_model_name or model.id,
+                max_tokens=self._settings.summary_max_tokens,
+                extensions={"timeout": upstream_timeouts(model)},
+            )
+            window = outcome.budget + outcome.budget // 3
+            chunk = max(1024, int(window * 3 * SUMMARY_CHUNK_SHARE))
+            started = time.monotonic()
+            with trio.move_on_after(self._settings.summary_timeout) as scope:
+                try:
+                    summary = await summaries.summarize(turns, complete, max_chunk_chars=chunk)
+                except SummaryFailed as exc:
+                    log.warning("model %s: no summary of dropped turns: %s", model.id, exc)
+                    return outcome
+            if scope.cancelled_caught:
+                log.warning(
+                    "model %s: the summary of %d dropped turns took over %g s "
+                    "(optimizer.summaryTimeout): trimmed as limit_only",
+                    model.id,
+                    len(turns),
+                    self._settings.summary_timeout,
+                )
+                return outcome
+            log.info(
+                "model %s: %d dropped turns summarized in %.1f s",
+                model.id,
+                len(turns),
+                time.monotonic() - started,
+            )
+        assert summary is not None
+        memory = self._memories[model.id]
+        return with_summary(body, outcome, family, summary, memory) or outcome
+
+    def _use(self, exchange: Exchange, outcome: Outcome, policy: str) -> None:
+        exchange.json = dict(outcome.body)
+        exchange.body_changed = True
+        report = f"{policy}; {outcome.before}->{outcome.after} tokens"
+        headers = [(k, v) for k, v in exchange.sink.extra_headers if k != OPTIMIZED_HEADER]
+        headers.append((OPTIMIZED_HEADER, report.encode()))
+        exchange.sink.extra_headers = headers
+
+    def _shrink(
+        self,
+        exchange: Exchange,
+        model: ModelConfig,
+        body: Mapping[str, Any],
+        family: Family,
+        settings: Settings,
+        counter: Counter,
+        sent: int,
+        prompt_tokens: int,
+        n_ctx: int,
+    ) -> bool:
+        """The server counted `prompt_tokens` (we counted `sent`) against its `n_ctx`: make the
+        prompt fit what the server says, set it on `exchange`; False when it cannot shrink."""
+        exchange.shrink = None
+        s = self._settings
+        reserve = output_reserve(body, n_ctx, s.output_reserve, s.max_output_share)
+        fits = n_ctx - reserve - max(MIN_MARGIN, int(n_ctx * s.safety_margin))
+        budget = min(int(fits * sent / max(prompt_tokens, 1)), int(sent * 0.9))
+        if budget <= 0:
+            return False
+        retry = Settings(settings.policy, "trim", budget, settings.target, settings.elide_over)
+        outcome = optimize(
+            body,
+            family,
+            retry,
+            counter.count,
+            self._memories[model.id],
+            per_message=counter.per_message,
+            per_request=counter.per_request,
+        )
+        if not outcome.changed or outcome.after >= sent:
+            return False
+        log.info(
+            "model %s: its server counted %d prompt tokens for a %d-token context; trimmed "
+            "from %d to %d of our tokens and sent again",
+            model.id,
+            prompt_tokens,
+            n_ctx,
+            sent,
+            outcome.after,
+        )
+        translated = exchange.translation
+        self._use(exchange, outcome, settings.policy)
+        if translated is not None:
+            translate(exchange, translated.codec)
+        return True
+
+    def _record(
+        self,
+        model: ModelConfig,
+        policy: str,
+        window: Window,
+        counter: Counter,
+        body: Mapping[str, Any],
+        outcome: Outcome,
+    ) -> None:
+        self._runtime.record_snapshot(
+            model.id,
+            {
+                "model": model.id,
+                "policy": policy,
+                "truncationMode": model.truncation_mode,
+                "applied": outcome.changed,
+                "trimmed": outcome.trimmed,
+                "timestamp": time.time(),
+                "tokens": {
+                    "before": outcome.before,
+                    "after": outcome.after,
+                    "budget": outcome.budget,
+                    "window": window.tokens,
+                    "windowSource": window.source,
+                    "counter": counter.source,
+                },
+                "overBudget": outcome.over,
+                "actions": [
+                    {"kind": a.kind, "index": a.index, "detail": a.detail, "tokensSaved": a.saved}
+                    for a in outcome.actions
+                ],
+                # Bodies are kept as they are and cut to SNAPSHOT_BODY_CHARS when shown.
+                "request": body,
+                "optimized": outcome.body,
+            },
+        )
