@@ -127,7 +127,7 @@ class _Repo:
         rng = self.rng
         lines = [f'"""{_sentence(rng, 12)}"""', "", "from __future__ import annotations", ""]
         lines += [f"import {m}" for m in rng.sample(("os", "re", "json", "time", "typing"), 3)]
-        while sum(len(line) + 8 for line in lines) < size:
+        while True:  # at least one function, so that an edit finds a line to change
             lines += ["", "", f"def {_ident(rng)}(value: int, limit: int = 8) -> int:"]
             lines.append(f'    """{_sentence(rng, 10)}"""')
             for _ in range(rng.randrange(2, 6)):
@@ -137,6 +137,8 @@ class _Repo:
                 lines.append(f"            value += {_ident(rng)}(item)")
                 lines.append("")
             lines.append("    return value")
+            if sum(len(line) + 8 for line in lines) >= size:
+                break
         self.files[path] = lines
         return lines
 
