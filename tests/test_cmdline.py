@@ -25,6 +25,8 @@ def words(text: str) -> tuple[str, ...]:
         ("llama-server -m /m/a.gguf -m /m/b.gguf", {}, "/m/b.gguf"),
         ("llama-server --port 1", {"LLAMA_ARG_MODEL": "/m/e.gguf"}, "/m/e.gguf"),
         ("llama-server -m", {}, None),
+        ("python -m trioswap.responder --port 1", {}, None),
+        ("llama-server -m /m/A-00001-of-00002.GGUF", {}, "/m/A-00001-of-00002.GGUF"),
         ("vllm serve org/model", {}, None),
     ],
 )

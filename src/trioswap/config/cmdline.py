@@ -53,8 +53,10 @@ def int_flag(
 
 
 def model_file(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str | None:
-    """The model file the command loads (`-m PATH`), if it names one."""
-    return flag_value(cmd, MODEL_FLAGS, env)
+    """The GGUF file the command loads (`-m PATH`), if it names one. Only a `.gguf` path counts:
+    `-m` means other things to other programs (`python -m module`)."""
+    path = flag_value(cmd, MODEL_FLAGS, env)
+    return path if path is not None and path.lower().endswith(".gguf") else None
 
 
 def ctx_size(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> int | None:

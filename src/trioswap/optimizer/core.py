@@ -288,7 +288,12 @@ def _outcome(work: _Work, before: int, budget: int, plan: _Plan | None, trimmed:
         before,
         after,
         budget,
-        tuple(sorted(work.actions, key=lambda a: (a.index, a.kind))),
+        tuple(
+            sorted(
+                (a for a in work.actions if a.kind == "dropped" or work.kept[a.index]),
+                key=lambda a: (a.index, a.kind),
+            )
+        ),
         after > budget,
         trimmed,
         tuple(sorted(plan.dropped)) if plan else (),
@@ -386,7 +391,12 @@ def _trim(work: _Work, settings: Settings) -> _Plan:
         fingerprint=_fingerprint(transcript.items, len(transcript.items)),
         edits=edits,
         dropped=frozenset(dropped),
-        actions=tuple(a for a in work.actions if a.kind not in ("deduplicated", "collapsed")),
+        actions=tuple(
+            a
+            for a in work.actions
+            if a.kind not in ("deduplicated", "collapsed")
+            and (a.kind == "dropped" or work.kept[a.index])
+        ),
         note_index=note_index,
         note_base=note_base,
     )

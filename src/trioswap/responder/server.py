@@ -147,6 +147,7 @@ class Responder:
         port: int,
         response_text: str,
         ctx_size: int = 4096,
+        enforce_ctx: bool = False,
         tokens_per_second: float = 0.0,
         slow_health: float = 0.0,
         crash_after_chunks: int | None = None,
@@ -158,6 +159,8 @@ class Responder:
         self.port = port
         self.text = response_text
         self.chunks = split_words(response_text)
+        self.ctx_size = ctx_size
+        self.enforce_ctx = enforce_ctx
         self.delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
         self.slow_health = slow_health
         self.crash_after_chunks = crash_after_chunks
@@ -256,7 +259,7 @@ class Responder:
             status = await self.dispatch(method, path, scope, body, receive, send)
         except RequestError as exc:
             status = await self.send_json(
-                send, exc.status, error_body(exc.status, str(exc), exc.error_type)
+                send, exc.status, error_body(exc.status, str(exc), exc.error_type, exc.extra)
             )
         log(f"{method} {path} -> {status}")
 
@@ -419,9 +422,18 @@ class Responder:
         self, scope: Scope, body: bytes, receive: Receive, send: Send
     ) -> int:
         request = parse_json(body)
+        prompt_tokens = chat.prompt_tokens(request)
+        if self.enforce_ctx and prompt_tokens >= self.ctx_size:
+            # As llama-server refuses a prompt that does not fit its context.
+            raise RequestError(
+                400,
+                "the request exceeds the available context size, try increasing it",
+                "exceed_context_size_error",
+                {"n_prompt_tokens": prompt_tokens, "n_ctx": self.ctx_size},
+            )
         reply = self.reply(
             chat.turn(request.get("messages")),
-            chat.prompt_tokens(request),
+            prompt_tokens,
             max_tokens_of(request, "max_tokens", "max_completion_tokens"),
         )
         meta = self.meta(request)
@@ -643,6 +655,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--ctx-size", type=int, default=4096, metavar="N")
     parser.add_argument(
+        "--enforce-ctx",
+        action="store_true",
+        help="refuse chat prompts of --ctx-size tokens or more, as llama-server does (400 "
+        "exceed_context_size_error)",
+    )
+    parser.add_argument(
         "--apis",
         type=api_families,
         default="chat,anthropic",
@@ -758,6 +776,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             "{port}", str(opts.port)
         ),
         ctx_size=opts.ctx_size,
+        enforce_ctx=opts.enforce_ctx,
         tokens_per_second=opts.tokens_per_second,
         slow_health=opts.slow_health,
         crash_after_chunks=opts.crash_after_chunks,

@@ -27,14 +27,24 @@ def named_sse(event: str, value: object) -> bytes:
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        extra: JSON | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.error_type = error_type
+        # More fields of the error object (llama-server's n_prompt_tokens, n_ctx).
+        self.extra = extra or {}
 
 
-def error_body(status: int, message: str, error_type: str) -> bytes:
-    return dumps({"error": {"message": message, "type": error_type, "code": status}})
+def error_body(status: int, message: str, error_type: str, extra: JSON | None = None) -> bytes:
+    return dumps(
+        {"error": {"message": message, "type": error_type, "code": status, **(extra or {})}}
+    )
 
 
 def parse_json(body: bytes) -> JSON:
