@@ -75,7 +75,9 @@ _TEKKEN = (
 )
 
 
-def _family(names: str, regexes: list[str], ignore_merges: bool = False) -> dict[str, Any]:
+def _family(
+    names: str, regexes: list[str], ignore_merges: bool = False
+) -> dict[str, tuple[list[str], bool]]:
     return {name: (regexes, ignore_merges) for name in names.split()}
 
 

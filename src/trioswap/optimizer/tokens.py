@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import string
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ log = logging.getLogger("trioswap.optimizer")
 
 # The estimate's bytes that come several to a token: ASCII letters and the space.
 LETTERS_PER_TOKEN = 3
-_NOT_WORD = bytes(b for b in range(256) if not (chr(b).isascii() and (chr(b).isalpha() or b == 32)))
+_WORD = (" " + string.ascii_letters).encode()
+_NOT_WORD = bytes(b for b in range(256) if b not in _WORD)
 # Uncalibrated template overheads, chosen above the real ones: ChatML adds 5 tokens per message
 # (<|im_start|>role\n … <|im_end|>\n) and Llama 3 7, both under 8; the fixed part (BOS and
 # the assistant prefix) is 3 to 7 tokens.
@@ -207,7 +209,7 @@ class ServerCounter:
         """Ask the server to count the texts not seen yet; what fails stays estimated."""
         if self.source != "server":
             return
-        unseen = list(dict.fromkeys(t for t in texts if t not in self._counts))
+        unseen = list(dict.fromkeys(t for t in texts if t and t not in self._counts))
         limiter = trio.CapacityLimiter(TOKENIZE_CONCURRENCY)
         async with trio.open_nursery() as nursery:
             for text in unseen:
