@@ -84,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     outputs = transcript(args.outputs)
     size = sum(len(output.text) for output in outputs) / len(outputs)
     found = duplicates(outputs)
-    kinds = {kind: sum(d.kind == kind for d in found.values()) for kind in ("exact", "near", "file")}
+    kinds = {
+        kind: sum(d.kind == kind for d in found.values()) for kind in ("exact", "near", "file")
+    }
     print(f"{len(outputs)} outputs, {size:.0f} chars on average; superseded: {kinds}")
     took = best_ms(lambda: duplicates(outputs), args.repeats)
     target = TARGET_MS * len(outputs) / 2000

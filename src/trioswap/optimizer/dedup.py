@@ -17,13 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from heapq import merge
+from itertools import repeat
 from typing import Any
 
 # Near duplicates: Jaccard similarity of the multisets of non-empty lines at least 9/10, both
-# counting lines and weighting each line by its length. 9/10 lets a test rerun with a new timing
-# line or a listing with one more file through once it has ten lines or so, yet keeps apart two
-# outputs that differ in a tenth of what they say; the weighted check stops one long unique line
-# (a stack trace on one line, a JSON blob) from hiding behind many short shared ones.
+# counting lines and weighting each line by its length. A listing with one more file passes once
+# it has nine lines, a test rerun whose timing line changed (one line out, one in) once it has
+# nineteen; outputs that differ in more than a tenth of what they say stay apart, since pointing
+# the older at the newer would lose what only the older says. The weighted check keeps one long
+# unshared line (a stack trace on one line, a JSON blob) from hiding behind many short shared ones.
 _NEAR = (9, 10)
 # Below this many lines one changed line is already more than a tenth, so only reorderings could
 # qualify; those say little, and small outputs save little.
@@ -100,7 +102,9 @@ class _Lines:
 
     text: str
     position: int  # index of the text's newest copy
-    tokens: set[str]  # the lines, the k-th repeat of a line tagged: a set that keeps counts
+    # The lines, the k-th repeat of a line tagged "line\0k": a set that keeps the multiset.
+    tokens: set[str]
+    tags: dict[str, int]  # tagged repeat → length of its tag, so weights count the line alone
 
 
 def _near_successors(last_text: Mapping[str, int], min_chars: int) -> dict[str, int]:
@@ -112,7 +116,7 @@ def _near_successors(last_text: Mapping[str, int], min_chars: int) -> dict[str, 
     a line in those prefixes are compared. The result is the same whatever the order; rarest
     first keeps lines common to many texts out of the prefixes.
     """
-    texts = [_Lines(text, position, _tokens(text)) for text, position in last_text.items()]
+    texts = [_Lines(text, position, *_tokens(text)) for text, position in last_text.items()]
     texts = [lines for lines in texts if len(lines.tokens) >= _NEAR_MIN_LINES]
     counts: Counter[str] = Counter()
     for lines in texts:
@@ -140,16 +144,18 @@ def _position(lines: _Lines) -> int:
     return lines.position
 
 
-def _tokens(text: str) -> set[str]:
+def _tokens(text: str) -> tuple[set[str], dict[str, int]]:
     lines = text.splitlines()
     tokens = set(lines)
-    if len(tokens) < len(lines):  # repeated lines: tag each repeat so that the set keeps counts
+    tags: dict[str, int] = {}
+    if len(tokens) < len(lines):
         counts = Counter(lines)
         del counts[""]
         for line, count in counts.items():
-            tokens.update(f"{line}\0{repeat}" for repeat in range(1, count))
+            tags.update((f"{line}\0{nth}", len(str(nth)) + 1) for nth in range(1, count))
+        tokens.update(tags)
     tokens.discard("")
-    return tokens
+    return tokens, tags
 
 
 def _prefix(tokens: set[str], counts: Counter[str]) -> list[str]:
@@ -174,9 +180,15 @@ def _similar(one: _Lines, other: _Lines) -> bool:
     union = len(one.tokens) + len(other.tokens) - len(shared)
     if denominator * len(shared) < numerator * union:
         return False
-    shared_weight = sum(map(len, shared))
-    union_weight = sum(map(len, one.tokens)) + sum(map(len, other.tokens)) - shared_weight
+    shared_weight = _weight(one, shared)
+    union_weight = _weight(one, one.tokens) + _weight(other, other.tokens) - shared_weight
     return denominator * shared_weight >= numerator * union_weight
+
+
+def _weight(lines: _Lines, tokens: set[str]) -> int:
+    """The total length of these lines of `lines`."""
+    weight = sum(map(len, tokens))
+    return weight - sum(map(lines.tags.get, tokens, repeat(0))) if lines.tags else weight
 
 
 # Argument names are compared lowercased without "_" or "-": file_path, filePath, FILE_PATH …
