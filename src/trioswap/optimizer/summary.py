@@ -23,9 +23,9 @@ from typing import Any
 import httpcore
 
 from trioswap.clip import clip
-from trioswap.errors import TrioswapError, UpstreamError
+from trioswap.errors import TrioswapError
 from trioswap.pipeline.translated import read_reply
-from trioswap.pipeline.upstream import open_response, upstream_url
+from trioswap.pipeline.upstream import TRANSPORT_ERRORS, open_response, upstream_url
 
 _RULES = """\
 Write the summary in Markdown with exactly these sections, in this order:
@@ -65,14 +65,6 @@ MIN_CHUNK_CHARS = 256
 _TURN_SEPARATOR = "\n\n"
 _HASH_BYTES = 16
 _JSON = [(b"content-type", b"application/json")]
-# What may fail on the way to the model server, besides its answer.
-_TRANSPORT_ERRORS = (
-    httpcore.TimeoutException,
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.UnsupportedProtocol,
-    UpstreamError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +232,7 @@ def open_completer(
         }
         try:
             status, data = await _post(pool, url, json.dumps(body).encode(), extensions, model_name)
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise SummaryFailed(f"{model_name} at {proxy}: {clip(str(exc) or repr(exc))}") from exc
         if status != 200:
             raise SummaryFailed(f"{model_name} at {proxy} answered {status}: {clip(data)}")

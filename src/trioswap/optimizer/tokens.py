@@ -35,9 +35,9 @@ from tokenizers import Tokenizer
 
 from trioswap.config import cmdline
 from trioswap.config.resolved import ModelConfig
-from trioswap.errors import UpstreamError
 from trioswap.optimizer import gguf_vocab
-from trioswap.pipeline.count_tokens import _post
+from trioswap.pipeline.count_tokens import post_json
+from trioswap.pipeline.upstream import TRANSPORT_ERRORS
 
 log = logging.getLogger("trioswap.optimizer")
 
@@ -56,14 +56,6 @@ CACHE_CHARS = 64 * 2**20
 INLINE_CHARS = 16 * 1024
 # How many /tokenize requests one prepare sends at once.
 TOKENIZE_CONCURRENCY = 4
-
-_TRANSPORT_ERRORS = (
-    httpcore.TimeoutException,
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.UnsupportedProtocol,
-    UpstreamError,
-)
 
 
 def estimate_tokens(text: str) -> int:
@@ -228,7 +220,7 @@ class ServerCounter:
                 return
             try:
                 tokens = await tokenize(pool, proxy, text, False, extensions)
-            except _TRANSPORT_ERRORS as exc:
+            except TRANSPORT_ERRORS as exc:
                 log.debug("model %s: /tokenize failed: %s", self.model_id, exc)
                 return
         if tokens is None:
@@ -250,7 +242,7 @@ async def tokenize(
     extensions: dict[str, Any],
 ) -> int | None:
     """The server's count of `text` (llama-server's `/tokenize`), or None when it has none."""
-    reply = await _post(
+    reply = await post_json(
         pool, proxy, b"/tokenize", {"content": text, "add_special": add_special}, extensions
     )
     tokens = reply.get("tokens") if reply is not None else None
@@ -271,7 +263,9 @@ async def measure_overhead(
     the server too, so the difference is the template's alone."""
     rendered: list[int] = []
     for conversation in (_SHORT, _LONG):
-        reply = await _post(pool, proxy, b"/apply-template", {"messages": conversation}, extensions)
+        reply = await post_json(
+            pool, proxy, b"/apply-template", {"messages": conversation}, extensions
+        )
         prompt = reply.get("prompt") if reply is not None else None
         if not isinstance(prompt, str):
             return None
@@ -352,7 +346,7 @@ class Counters:
         counter = await self.counter(model)
         try:
             overhead = await measure_overhead(pool, proxy, extensions)
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             self._calibrated.discard(key)
             log.debug("model %s: calibration failed: %s", model.id, exc)
             return

@@ -181,6 +181,16 @@ def strings(value: Any, out: list[str]) -> int:
     return images
 
 
+def texts_of(body: Mapping[str, Any], family: Family) -> list[str]:
+    """Every text of `body` the optimizer counts (as `core` counts them)."""
+    transcript = Transcript(body, family)
+    texts: list[str] = []
+    strings(transcript.items, texts)
+    for value in transcript.fixed():
+        texts.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return texts
+
+
 def with_text(item: Any, slot: Slot, text: str) -> Any:
     """A copy of `item` with the text at `slot` replaced; only the containers on the way are
     copied."""

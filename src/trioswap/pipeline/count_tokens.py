@@ -36,9 +36,9 @@ async def count_tokens(
     """The request's input tokens, and how they were found ("server" or "estimate")."""
     chat = anthropic_chat.request_to_chat({**request, "max_tokens": 1})
     template = {k: chat[k] for k in ("messages", "tools") if k in chat}
-    rendered = await _post(pool, proxy, b"/apply-template", template, extensions)
+    rendered = await post_json(pool, proxy, b"/apply-template", template, extensions)
     if rendered is not None and isinstance(prompt := rendered.get("prompt"), str):
-        counted = await _post(
+        counted = await post_json(
             pool, proxy, b"/tokenize", {"content": prompt, "add_special": True}, extensions
         )
         if counted is not None and isinstance(tokens := counted.get("tokens"), list):
@@ -52,7 +52,7 @@ def estimate(request: Mapping[str, Any]) -> int:
     return max(1, math.ceil(size / BYTES_PER_TOKEN))
 
 
-async def _post(
+async def post_json(
     pool: httpcore.AsyncConnectionPool,
     proxy: str,
     path: bytes,

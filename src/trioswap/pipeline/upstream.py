@@ -259,13 +259,16 @@ def upstream_url(proxy: str, path: bytes, query: bytes) -> httpcore.URL:
     return httpcore.URL(scheme=scheme, host=host, port=port, target=target)
 
 
-_HTTPCORE_ERRORS = (
+HTTPCORE_ERRORS = (
     httpcore.TimeoutException,
     httpcore.NetworkError,
     httpcore.ProtocolError,
     httpcore.UnsupportedProtocol,
     httpcore.ProxyError,
 )
+# What may fail on the way to a model server, besides its answer: for trioswap's own requests
+# to it (token counts, summaries), which fall back rather than fail the client's.
+TRANSPORT_ERRORS = (*HTTPCORE_ERRORS, UpstreamError)
 
 
 @contextmanager
@@ -275,7 +278,7 @@ def upstream_errors(target: ModelConfig | PeerRoute) -> Iterator[None]:
     of a timeout that passed."""
     try:
         yield
-    except _HTTPCORE_ERRORS as exc:
+    except HTTPCORE_ERRORS as exc:
         raise _translate(target, exc) from exc
 
 

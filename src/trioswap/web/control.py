@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -106,6 +107,29 @@ def api_modes(model: ModelConfig, learned: LearnedApis, generation: int | None) 
         family: f"{mode}: translate" if mode == "auto" and family in found else mode
         for family, mode in model.apis.items()
     }
+
+
+# The latest optimization snapshot shows at most this much of each body (characters of JSON).
+SNAPSHOT_BODY_CHARS = 256 * 1024
+_SNAPSHOT_BODIES = ("request", "optimized")
+
+
+def shown_snapshot(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """A snapshot with its bodies cut to SNAPSHOT_BODY_CHARS (serialized only when asked for,
+    not on the request path); a cut body is shown as its JSON text's start."""
+    shown = {k: v for k, v in snapshot.items() if k not in _SNAPSHOT_BODIES}
+    for key in _SNAPSHOT_BODIES:
+        if key in snapshot:
+            text = json.dumps(snapshot[key], ensure_ascii=False)
+            if len(text) <= SNAPSHOT_BODY_CHARS:
+                shown[key] = snapshot[key]
+            else:
+                shown[key] = {
+                    "truncated": True,
+                    "chars": len(text),
+                    "json": text[:SNAPSHOT_BODY_CHARS],
+                }
+    return shown
 
 
 def create_control_app(
@@ -300,7 +324,7 @@ def create_control_app(
         snapshot = runtime.snapshot(model.id)
         if snapshot is None:
             raise NothingOptimized(model.id)
-        return dict(snapshot)
+        return shown_snapshot(snapshot)
 
     @app.get("/api/model/<path:name>/ctxsize")
     async def get_ctx_size(name: str) -> dict[str, object]:

@@ -36,7 +36,7 @@ from trioswap.optimizer.core import (
 )
 from trioswap.optimizer.summary import Summaries, SummaryFailed, open_completer
 from trioswap.optimizer.tokens import Counter, Counters
-from trioswap.optimizer.transcript import Family
+from trioswap.optimizer.transcript import Family, texts_of
 from trioswap.optimizer.window import Window, Windows, context_window, output_reserve, prompt_budget
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.stage import StageContext
@@ -60,8 +60,6 @@ MIN_MARGIN = 32
 # A summary request's turns are sent in pieces of at most this share of the window (in
 # characters, about 3 per token, so a piece and the summary so far fit).
 SUMMARY_CHUNK_SHARE = 0.5
-# Snapshots keep at most this much of each body (characters of its JSON).
-SNAPSHOT_BODY_CHARS = 256 * 1024
 
 
 def cache_dir() -> Path:
@@ -81,6 +79,9 @@ class Optimize:
         self._memories = {m: Memory() for m in context.config.models}
         self._summaries = {m: Summaries() for m in context.config.models}
         self._no_window: set[str] = set()
+        self._extensions = {
+            m.id: {"timeout": upstream_timeouts(m)} for m in context.config.models.values()
+        }
 
     async def __call__(self, exchange: Exchange) -> bool:
         family = FAMILY_OF_PATH.get(exchange.path)
@@ -103,7 +104,7 @@ class Optimize:
                     model.id,
                 )
             return False
-        counter = await self._counter(model)
+        counter = await self._counter(model, body, family)
         budget = self._budget(body, window)
         settings = Settings(
             policy,
@@ -146,13 +147,21 @@ class Optimize:
         reserve = output_reserve(body, window.tokens, s.output_reserve, s.max_output_share)
         return prompt_budget(window, reserve, s.safety_margin, MIN_MARGIN)
 
-    async def _counter(self, model: ModelConfig) -> Counter:
+    async def _counter(
+        self, model: ModelConfig, body: Mapping[str, Any], family: Family
+    ) -> Counter:
+        """The model's counter, with this body's texts counted ahead (off the event loop, or by
+        the server's /tokenize while it runs, when that is what counts) and, while the server
+        runs, the chat template's overhead measured."""
         counter = await self._counters.counter(model)
-        if self._supervisor.state_of(model.id) is ModelState.READY:
-            proxy = self._supervisor.statuses()[model.id].proxy
-            pool = self._pools(model.timeouts)
-            extensions = {"timeout": upstream_timeouts(model)}
+        ready = self._supervisor.state_of(model.id) is ModelState.READY
+        proxy = self._supervisor.statuses()[model.id].proxy if ready else model.proxy
+        pool = self._pools(model.timeouts)
+        extensions = self._extensions[model.id]
+        if ready:
             await self._counters.calibrate(model, pool, proxy, extensions)
+        if ready or counter.source != "server":
+            await counter.prepare(texts_of(body, family), pool, proxy, extensions)
         return counter
 
     async def _summarized(
@@ -175,7 +184,7 @@ class Optimize:
                 proxy,
                 model.use_model_name or model.id,
                 max_tokens=self._settings.summary_max_tokens,
-                extensions={"timeout": upstream_timeouts(model)},
+                extensions=self._extensions[model.id],
             )
             window = outcome.budget + outcome.budget // 3
             chunk = max(1024, int(window * 3 * SUMMARY_CHUNK_SHARE))
@@ -292,7 +301,7 @@ class Optimize:
                     {"kind": a.kind, "index": a.index, "detail": a.detail, "tokensSaved": a.saved}
                     for a in outcome.actions
                 ],
-                # Bodies are kept as they are and cut to SNAPSHOT_BODY_CHARS when shown.
+                # Kept as references, and cut to size only when shown (control.py).
                 "request": body,
                 "optimized": outcome.body,
             },
