@@ -3,7 +3,6 @@ read a file, and runs of repeated lines collapsed to one line and a count."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import subprocess
@@ -13,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from trioswap.optimizer.dedup import (
@@ -486,13 +485,12 @@ def texts_with_runs(draw: st.DrawFn) -> str:
     return "\n".join(line for line, count in runs for _ in range(count))
 
 
-def longest_run(text: str) -> int:
-    lines = text.split("\n")
-    longest = run = 1
-    for before, line in itertools.pairwise(lines):
-        run = run + 1 if line == before else 1
-        longest = max(longest, run)
-    return longest
+@st.composite
+def texts_without_runs(draw: st.DrawFn, min_run: int) -> str:
+    """Texts whose runs of identical lines are all shorter than `min_run`."""
+    lines = draw(st.lists(TEXT_LINES, max_size=12))
+    groups = [line for before, line in zip(["\n", *lines], lines, strict=False) if line != before]
+    return "\n".join(line for line in groups for _ in range(draw(st.integers(1, min_run - 1))))
 
 
 @given(texts_with_runs(), st.integers(2, 6))
@@ -510,11 +508,15 @@ def test_the_distinct_lines_stay_the_same(text: str, min_run: int) -> None:
     assert kept == set(text.split("\n"))
 
 
-@given(texts_with_runs(), st.integers(2, 6))
-def test_without_a_long_enough_run_nothing_changes(text: str, min_run: int) -> None:
-    assume(longest_run(text) < min_run)
-    assert collapse_repeats(text, min_run) == (text, 0)
+@given(
+    st.integers(2, 6).flatmap(
+        lambda min_run: st.tuples(texts_without_runs(min_run), st.just(min_run))
+    )
+)
+def test_without_a_long_enough_run_nothing_changes(case: tuple[str, int]) -> None:
+    text, min_run = case
     assert collapse_repeats(text, min_run)[0] is text
+    assert collapse_repeats(text, min_run) == (text, 0)
 
 
 @given(texts_with_runs())
