@@ -26,13 +26,15 @@ def source_file(rng: random.Random, lines: int) -> list[str]:
     names = ["value", "count", "items", "result", "config", "path", "index", "total"]
     return [
         f"{'    ' * rng.randint(0, 3)}{rng.choice(names)}_{rng.randrange(10_000)} = "
-        f"{rng.choice(names)}({rng.randrange(100)}, {rng.choice(names)}_{rng.randrange(100)})"
+        f"{rng.choice(names)}({rng.randrange(100)}, {rng.choice(names)}_{rng.randrange(100)}, None)"
         for _ in range(lines)
     ]
 
 
 def test_run(rng: random.Random, tests: int) -> str:
-    lines = [f"tests/test_module_{n}.py::test_some_behaviour_{n} PASSED" for n in range(tests)]
+    lines = [
+        f"tests/test_module_{n}.py::test_some_behaviour_{n} PASSED [{n}%]" for n in range(tests)
+    ]
     lines.append(f"===== {tests} passed in {rng.uniform(0.5, 9.0):.2f}s =====")
     return "\n".join(lines)
 
@@ -40,7 +42,9 @@ def test_run(rng: random.Random, tests: int) -> str:
 def transcript(count: int, seed: int = 7) -> list[ToolOutput]:
     rng = random.Random(seed)
     files = {f"src/pkg/module_{index}.py": source_file(rng, 200) for index in range(12)}
-    listing = [f"-rw-r--r-- 1 me me {rng.randrange(9999):5} file_{n}.py" for n in range(40)]
+    listing = [
+        f"-rw-r--r-- 1 me staff {rng.randrange(9999):5} Nov 26 file_{n}.py" for n in range(40)
+    ]
     outputs = []
     for key in range(count):
         path = rng.choice(sorted(files))
@@ -54,9 +58,9 @@ def transcript(count: int, seed: int = 7) -> list[ToolOutput]:
             command = ["bash", "-lc", f"sed -n '{start},{start + 39}p' {path}"]
             output = ToolOutput(key, "shell", {"command": command}, "\n".join(window))
         elif kind == 2:
-            output = ToolOutput(key, "Bash", {"command": "pytest -q"}, test_run(rng, 45))
+            output = ToolOutput(key, "Bash", {"command": "pytest -q"}, test_run(rng, 48))
         elif kind == 3:
-            listing.append(f"-rw-r--r-- 1 me me {rng.randrange(9999):5} file_{key}.py")
+            listing.append(f"-rw-r--r-- 1 me staff {rng.randrange(9999):5} Nov 26 file_{key}.py")
             output = ToolOutput(key, "exec_command", {"cmd": "ls -l"}, "\n".join(listing[-45:]))
         else:
             text = "\n".join(source_file(rng, 40))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from heapq import merge
 from itertools import repeat
+from operator import countOf
 from typing import Any
 
 # Near duplicates: Jaccard similarity of the multisets of non-empty lines at least 9/10, both
@@ -116,8 +117,11 @@ def _near_successors(last_text: Mapping[str, int], min_chars: int) -> dict[str, 
     a line in those prefixes are compared. The result is the same whatever the order; rarest
     first keeps lines common to many texts out of the prefixes.
     """
-    texts = [_Lines(text, position, *_tokens(text)) for text, position in last_text.items()]
-    texts = [lines for lines in texts if len(lines.tokens) >= _NEAR_MIN_LINES]
+    texts = []
+    for text, position in last_text.items():
+        tokens, tags = _tokens(text)
+        if len(tokens) >= _NEAR_MIN_LINES:
+            texts.append(_Lines(text, position, tokens, tags))
     counts: Counter[str] = Counter()
     for lines in texts:
         counts.update(lines.tokens)
@@ -163,7 +167,7 @@ def _prefix(tokens: set[str], counts: Counter[str]) -> list[str]:
     other text has (they cannot be shared)."""
     numerator, denominator = _NEAR
     length = len(tokens) - (numerator * len(tokens) + denominator - 1) // denominator + 1
-    unique = list(map(counts.__getitem__, tokens)).count(1)
+    unique = countOf(map(counts.__getitem__, tokens), 1)
     if unique >= length:  # most texts: nothing can be similar to them
         return []
     # Ties in rarity broken by the line itself: every text must see the same order.
