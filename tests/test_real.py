@@ -160,3 +160,74 @@ async def test_sigterm_leaves_no_llama_server(launch: LaunchFn, smollm2_config: 
     with trio.fail_after(30):
         assert await ts.process.wait() == 0
     await wait_until(lambda: not pid_alive(pid), timeout=5)
+
+
+def long_session(units: int) -> list[dict[str, object]]:
+    """A coding agent's transcript: the task, `units` tool calls with long outputs, a question."""
+    messages: list[dict[str, object]] = [
+        {"role": "system", "content": "You are a coding agent. Answer in one short sentence."},
+        {"role": "user", "content": "Fix the failing test in src/app.py."},
+    ]
+    for i in range(units):
+        call = {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": "read_file", "arguments": json.dumps({"path": f"src/m{i}.py"})},
+        }
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        code = "\n".join(f"def f{i}_{j}(x):\n    return x * {j}\n" for j in range(60))
+        messages.append({"role": "tool", "tool_call_id": f"call_{i}", "content": code})
+    messages.append({"role": "user", "content": "What is the task? Answer briefly."})
+    return messages
+
+
+@pytest.mark.parametrize("policy", ["limit_only", "always", "off"])
+async def test_a_transcript_five_times_the_context_gets_an_answer(
+    launch: LaunchFn, smollm2_config: str, policy: str
+) -> None:
+    config = smollm2_config.replace(
+        "healthCheckTimeout: 60", f"promptOptimization: '{policy}'\nhealthCheckTimeout: 60"
+    )
+    ts = await launch(config)
+    body = {"model": "smollm2", "messages": long_session(14), "max_tokens": 16, "temperature": 0}
+    async with ts.client() as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    if policy == "off":
+        # What every request got before the optimizer: llama-server refuses it.
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["type"] == "exceed_context_size_error"
+        assert error["n_prompt_tokens"] > 5 * error["n_ctx"] == 5 * 2048
+        return
+    assert response.status_code == 200, response.text
+    report = response.headers["x-trioswap-prompt-optimized"]
+    before, after = map(int, report.split("; ")[1].removesuffix(" tokens").split("->"))
+    assert before > 5 * 2048 > 5 * after
+    usage = response.json()["usage"]
+    assert usage["prompt_tokens"] < 2048
+    assert response.json()["choices"][0]["message"]["content"]
+
+
+async def test_anthropic_messages_five_times_the_context_get_an_answer(
+    launch: LaunchFn, smollm2_config: str
+) -> None:
+    ts = await launch(smollm2_config)
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Fix the failing test."}]
+    for i in range(14):
+        use = {
+            "type": "tool_use",
+            "id": f"toolu_{i}",
+            "name": "Read",
+            "input": {"file_path": f"m{i}.py"},
+        }
+        code = "\n".join(f"def f{i}_{j}(x):\n    return x * {j}\n" for j in range(60))
+        result = {"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": code}
+        messages += [{"role": "assistant", "content": [use]}, {"role": "user", "content": [result]}]
+    messages.append({"role": "assistant", "content": "I read them all."})
+    messages.append({"role": "user", "content": "What is the task?"})
+    body = {"model": "smollm2", "max_tokens": 32000, "system": "Be brief.", "messages": messages}
+    async with ts.client() as client:
+        response = await client.post("/v1/messages", json={**body, "max_tokens": 16})
+    assert response.status_code == 200, response.text
+    assert response.json()["type"] == "message"
+    assert response.headers["x-trioswap-prompt-optimized"].startswith("limit_only; ")
