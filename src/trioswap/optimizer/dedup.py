@@ -151,14 +151,13 @@ def _position(lines: _Lines) -> int:
 def _tokens(text: str) -> tuple[set[str], dict[str, int]]:
     lines = text.splitlines()
     tokens = set(lines)
+    tokens.discard("")
     tags: dict[str, int] = {}
     if len(tokens) < len(lines):
-        counts = Counter(lines)
-        del counts[""]
-        for line, count in counts.items():
+        repeated = {line: count for line, count in Counter(lines).items() if count > 1 and line}
+        for line, count in repeated.items():
             tags.update((f"{line}\0{nth}", len(str(nth)) + 1) for nth in range(1, count))
         tokens.update(tags)
-    tokens.discard("")
     return tokens, tags
 
 
