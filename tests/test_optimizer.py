@@ -1,0 +1,1003 @@
+"""The optimizer's pure core (`optimizer/core.py`), rule by rule, in the three API families:
+what is kept verbatim, units never split, the order of elisions, drops and cuts, the prefix kept
+stable between turns, the truncation modes, `always`'s pointers, the note and its summary, and
+how tokens are counted.
+
+The transcripts are written once as steps (`Step`, `ToolCall`) and rendered in each family by
+`render`; `problems` checks what a server would refuse (a call without its result, a result
+without its call, a transcript that does not start with the user's task)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from trioswap.optimizer.core import (
+    Memory,
+    Outcome,
+    Settings,
+    TooLong,
+    optimize,
+)
+from trioswap.optimizer.transcript import Family
+
+FAMILIES: tuple[Family, ...] = ("chat", "anthropic", "responses")
+CUT = re.compile(r"\[… trioswap: about \d+ tokens cut here to fit the context window …\]\n")
+Body = dict[str, Any]
+
+
+def count(text: str) -> int:
+    return len(text) // 4 + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Transcripts, written once and rendered in each family
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: Mapping[str, Any]
+    output: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """A user turn (`text`), or an assistant turn: thinking, text, then parallel tool calls,
+    whose results follow right after it."""
+
+    role: str
+    text: str = ""
+    calls: tuple[ToolCall, ...] = ()
+    thinking: str = ""
+
+
+def user(text: str) -> Step:
+    return Step("user", text)
+
+
+def assistant(text: str = "", *calls: ToolCall, thinking: str = "") -> Step:
+    return Step("assistant", text, calls, thinking)
+
+
+def call(id: str, output: str, name: str = "bash", **arguments: Any) -> ToolCall:
+    return ToolCall(id, name, arguments or {"command": f"run {id}"}, output)
+
+
+def render(
+    family: Family, steps: Sequence[Step], system: str | None = "You are a coding agent."
+) -> Body:
+    """A request body of `family` holding `steps`; the model's name and `max_tokens`/`stream`
+    besides, as clients send them."""
+    body: Body = {"model": "m", "stream": True}
+    if family == "chat":
+        items = [{"role": "system", "content": system}] if system is not None else []
+        items += [item for step in steps for item in _chat(step)]
+        return {**body, "messages": items}
+    if family == "anthropic":
+        if system is not None:
+            body["system"] = system
+        return {**body, "max_tokens": 1024, "messages": _anthropic_items(steps)}
+    if system is not None:
+        body["instructions"] = system
+    return {**body, "input": [item for step in steps for item in _responses(step)]}
+
+
+def _chat(step: Step) -> list[Body]:
+    if step.role == "user":
+        return [{"role": "user", "content": step.text}]
+    message: Body = {"role": "assistant", "content": step.text or None}
+    if step.thinking:
+        message["reasoning_content"] = step.thinking
+    if step.calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for c in step.calls
+        ]
+    results = [
+        {"role": "tool", "tool_call_id": c.id, "name": c.name, "content": c.output}
+        for c in step.calls
+    ]
+    return [message, *results]
+
+
+def _anthropic_items(steps: Sequence[Step]) -> list[Body]:
+    items: list[Body] = []
+    for step in steps:
+        if step.role == "user":
+            items.append({"role": "user", "content": step.text})
+            continue
+        blocks: list[Body] = []
+        if step.thinking:
+            blocks.append({"type": "thinking", "thinking": step.thinking, "signature": "c2ln"})
+        if step.text:
+            blocks.append({"type": "text", "text": step.text})
+        blocks += [
+            {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+            for c in step.calls
+        ]
+        items.append({"role": "assistant", "content": blocks})
+        if step.calls:
+            results = [_tool_result(c) for c in step.calls]
+            items.append({"role": "user", "content": results})
+    return items
+
+
+def _tool_result(c: ToolCall) -> Body:
+    block: Body = {"type": "tool_result", "tool_use_id": c.id, "content": c.output}
+    if c.is_error:
+        block["is_error"] = True
+    return block
+
+
+def _responses(step: Step) -> list[Body]:
+    if step.role == "user":
+        return [
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": step.text}],
+            }
+        ]
+    items: list[Body] = []
+    if step.thinking:
+        items.append(
+            {
+                "type": "reasoning",
+                "id": f"rs_{len(step.thinking)}",
+                "summary": [{"type": "summary_text", "text": step.thinking}],
+                "encrypted_content": "ZW5j",
+            }
+        )
+    if step.text:
+        items.append(
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": step.text}],
+            }
+        )
+    items += [
+        {
+            "type": "function_call",
+            "call_id": c.id,
+            "name": c.name,
+            "arguments": json.dumps(c.arguments),
+        }
+        for c in step.calls
+    ]
+    items += [
+        {"type": "function_call_output", "call_id": c.id, "output": c.output} for c in step.calls
+    ]
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# What a server would refuse
+
+
+@dataclass(frozen=True)
+class Item:
+    """One transcript entry as a server reads it."""
+
+    role: str  # "system", "user" (the user's own words), "assistant", "results"
+    words: str
+    calls: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
+
+
+def items_of(body: Mapping[str, Any], family: Family) -> list[Item]:
+    raw = body["input" if family == "responses" else "messages"]
+    return [_item(family, entry) for entry in raw]
+
+
+def _texts(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(part["text"] for part in content or () if isinstance(part.get("text"), str))
+
+
+def _item(family: Family, entry: Mapping[str, Any]) -> Item:
+    role = entry.get("role")
+    if family == "chat":
+        if role in ("system", "developer"):
+            return Item("system", "")
+        if role == "tool":
+            return Item("results", "", results=(entry["tool_call_id"],))
+        if role == "assistant":
+            calls = tuple(c["id"] for c in entry.get("tool_calls") or ())
+            return Item("assistant", "", calls)
+        return Item("user", _texts(entry["content"]))
+    if family == "anthropic":
+        content = entry["content"]
+        if isinstance(content, str):
+            return Item(role, content if role == "user" else "")
+        calls = tuple(b["id"] for b in content if b["type"] == "tool_use")
+        results = tuple(b["tool_use_id"] for b in content if b["type"] == "tool_result")
+        words = _texts([b for b in content if b["type"] == "text"])
+        if role == "assistant":
+            return Item("assistant", "", calls)
+        return Item("user" if words or not results else "results", words, results=results)
+    kind = entry.get("type", "message")
+    if kind == "function_call":
+        return Item("assistant", "", (entry["call_id"],))
+    if kind == "function_call_output":
+        return Item("results", "", results=(entry["call_id"],))
+    if kind == "message" and role in ("system", "developer"):
+        return Item("system", "")
+    if kind == "message" and role == "user":
+        return Item("user", _texts(entry["content"]))
+    return Item("assistant", "")
+
+
+def problems(body: Mapping[str, Any], family: Family, strict: bool = True) -> list[str]:
+    """What is wrong with `body`'s transcript: calls and results unpaired or (`strict`) apart, a
+    first entry that is not the user's."""
+    found: list[str] = []
+    items = items_of(body, family)
+    called: dict[str, int] = {}
+    answered: dict[str, int] = {}
+    for position, item in enumerate(items):
+        for id in item.calls:
+            if id in called:
+                found.append(f"call {id} made twice")
+            called[id] = position
+        for id in item.results:
+            if id not in called:
+                found.append(f"result {id} at {position} without its call before it")
+            elif id in answered:
+                found.append(f"call {id} answered twice")
+            answered[id] = position
+    found += [f"call {id} without its result" for id in called.keys() - answered.keys()]
+    if strict:
+        for id, at in answered.items():
+            between = items[called.get(id, at) + 1 : at]
+            if any(i.role == "user" or (i.role == "assistant" and not i.calls) for i in between):
+                found.append(f"call {id} and its result apart")
+    first = next((i for i in items if i.role != "system"), None)
+    if first is None or first.role != "user":
+        found.append(f"the first entry after the system prompt is {first}")
+    return found
+
+
+def run(
+    body: Mapping[str, Any],
+    family: Family,
+    budget: int,
+    policy: str = "limit_only",
+    truncation: str = "trim",
+    memory: Memory | None = None,
+    **settings: Any,
+) -> Outcome:
+    """`optimize`, checking that the body it was given is left as it was."""
+    original = copy.deepcopy(body)
+    outcome = optimize(
+        body, family, Settings(policy, truncation, budget, **settings), count, memory
+    )
+    assert body == original
+    assert outcome.after == optimize(outcome.body, family, Settings("off"), count).before
+    assert outcome.over == (outcome.after > budget)
+    return outcome
+
+
+def output(lines: int, tag: str) -> str:
+    """A tool output of `lines` distinct lines (about 6 tokens each)."""
+    return "".join(f"{tag} line {i}: some output text\n" for i in range(lines))
+
+
+def session(turns: int, lines: int = 100) -> list[Step]:
+    """A task, then `turns` assistant turns each calling a tool, a user remark every third."""
+    steps = [user("Fix the failing test in the parser module, then run the whole suite.")]
+    for turn in range(turns):
+        steps.append(assistant(f"Step {turn}.", call(f"call_{turn}", output(lines, f"o{turn}"))))
+        if turn % 3 == 2:
+            steps.append(user(f"Remark {turn}: keep going."))
+    steps.append(assistant("All done."))
+    return steps
+
+
+def transcript(body: Mapping[str, Any], family: Family) -> list[Any]:
+    return list(body["input" if family == "responses" else "messages"])
+
+
+def kinds(outcome: Outcome) -> set[str]:
+    return {action.kind for action in outcome.actions}
+
+
+def texts(body: Mapping[str, Any], family: Family) -> str:
+    return json.dumps(transcript(body, family), ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# off, and within the budget
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_off_gives_back_the_body_itself(family: Family) -> None:
+    body = render(family, session(10))
+    outcome = run(body, family, 100, "off")
+    assert outcome.body is body
+    assert outcome.actions == () and not outcome.changed and not outcome.trimmed
+    assert outcome.over and outcome.before == outcome.after > 100
+
+
+@pytest.mark.parametrize("truncation", ["trim", "sliding_window", "strict_error"])
+@pytest.mark.parametrize("policy", ["limit_only", "always", "llm_assisted"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_within_the_budget_the_body_itself_goes_out(
+    family: Family, policy: str, truncation: str
+) -> None:
+    body = render(family, session(10))
+    budget = optimize(body, family, Settings("off"), count).before
+    outcome = run(body, family, budget, policy, truncation, Memory())
+    assert outcome.body is body
+    assert outcome.actions == () and not outcome.over and not outcome.trimmed
+    assert outcome.before == outcome.after == budget
+
+
+TOOLS = {
+    "chat": [
+        {
+            "type": "function",
+            "function": {
+                "name": "bash",
+                "description": "Run a command.",
+                "parameters": {"type": "object", "properties": {"command": {"type": "string"}}},
+            },
+        }
+    ],
+    "anthropic": [
+        {
+            "name": "bash",
+            "description": "Run a command.",
+            "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}},
+            "cache_control": {"type": "ephemeral"},
+        }
+    ],
+    "responses": [
+        {
+            "type": "function",
+            "name": "bash",
+            "description": "Run a command.",
+            "parameters": {"type": "object", "properties": {"command": {"type": "string"}}},
+        }
+    ],
+}
+
+
+def with_extras(family: Family, body: Body) -> Body:
+    """`body` with every other field a client may send, each of them filled."""
+    extras: Body = {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["\nUser:"],
+        "tools": TOOLS[family],
+        "tool_choice": "auto",
+        "metadata": {"user_id": "u-1"},
+        "x_unknown": {"nested": [1, "two", None]},
+    }
+    if family == "chat":
+        extras["response_format"] = {"type": "json_object"}
+    elif family == "anthropic":
+        extras["system"] = [
+            {"type": "text", "text": "You are a coding agent."},
+            {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+        ]
+        extras["tool_choice"] = {"type": "auto"}
+        extras["thinking"] = {"type": "enabled", "budget_tokens": 2048}
+    else:
+        extras["instructions"] = "You are a coding agent. Be brief."
+        extras["text"] = {"format": {"type": "json_object"}}
+        extras["reasoning"] = {"effort": "low"}
+    return {**body, **extras}
+
+
+@pytest.mark.parametrize("policy", ["limit_only", "always", "llm_assisted"])
+@pytest.mark.parametrize("truncation", ["trim", "sliding_window"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_only_the_transcript_changes(family: Family, policy: str, truncation: str) -> None:
+    body = with_extras(family, render(family, session(12)))
+    outcome = run(body, family, 1500, policy, truncation, Memory())
+    assert outcome.trimmed and outcome.changed and not outcome.over
+    key = "input" if family == "responses" else "messages"
+    assert outcome.body.keys() == body.keys()
+    for name, value in body.items():
+        if name != key:
+            assert outcome.body[name] is value, name
+    assert outcome.body[key] != body[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Kept verbatim
+
+
+def last_items(family: Family, steps: Sequence[Step], n: int) -> list[Any]:
+    """The transcript entries of the last `n` steps."""
+    whole = transcript(render(family, steps), family)
+    return whole[len(transcript(render(family, steps[:-n]), family)) :]
+
+
+def size(family: Family, steps: Sequence[Step]) -> int:
+    return optimize(render(family, steps), family, Settings("off"), count).before
+
+
+def task_text(body: Mapping[str, Any], family: Family) -> str:
+    return next(i.words for i in items_of(body, family) if i.role == "user")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_task_the_last_user_turn_and_the_newest_unit_are_kept_verbatim(
+    family: Family,
+) -> None:
+    steps = session(21)
+    steps[-1] = assistant("Here is the summary.", call("last", output(80, "newest")))
+    task, last_user = steps[0], steps[-2]
+    assert last_user.role == "user"
+    protected = size(family, [task, last_user, steps[-1]])
+    for budget in (3 * protected // 2, 2 * protected, 4 * protected):
+        outcome = run(render(family, steps), family, budget)
+        assert outcome.trimmed and not outcome.over
+        assert task_text(outcome.body, family).startswith(task.text)
+        sent = transcript(outcome.body, family)
+        assert sent[-len(last_items(family, steps, 2)) :] == last_items(family, steps, 2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_unit_before_a_newest_user_turn_is_kept_verbatim(family: Family) -> None:
+    steps = [*session(20)[:-1], assistant("Ran it.", call("prev", output(80, "p"))), user("Next?")]
+    protected = size(family, [steps[0], steps[-2], steps[-1]])
+    outcome = run(render(family, steps), family, 2 * protected)
+    assert outcome.trimmed and not outcome.over
+    kept = last_items(family, steps, 2)
+    assert transcript(outcome.body, family)[-len(kept) :] == kept
+
+
+def test_chat_system_and_developer_messages_are_kept_verbatim() -> None:
+    body = render("chat", session(20))
+    developer = {"role": "developer", "content": "Prefer small diffs."}
+    later = {"role": "system", "content": "The user switched to plan mode."}
+    messages = body["messages"]
+    body["messages"] = [messages[0], developer, *messages[1:20], later, *messages[20:]]
+    outcome = run(body, "chat", 1500)
+    assert outcome.trimmed and "dropped" in kinds(outcome)
+    sent = outcome.body["messages"]
+    assert sent[:2] == [messages[0], developer]
+    assert later in sent
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_lone_huge_task_is_cut_in_its_middle_not_deleted(family: Family) -> None:
+    task = "".join(f"Requirement {i}: the parser must accept input {i}.\n" for i in range(3000))
+    body = render(family, [user(task)])
+    outcome = run(body, family, 4000)
+    assert outcome.trimmed and kinds(outcome) == {"cut"} and not outcome.over
+    assert outcome.after <= 4000 * 0.7
+    [sent] = [i.words for i in items_of(outcome.body, family) if i.role == "user"]
+    head, tail = CUT.split(sent)
+    assert task.startswith(head) and task.endswith(tail)
+    assert len(head) > 200 and len(tail) > 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Units never split
+
+
+def late_result(family: Family, tag: str, lines: int) -> list[Body]:
+    """Two parallel calls whose second result comes after an assistant message."""
+    a, b = f"{tag}_a", f"{tag}_b"
+    first, second = output(lines, a), output(lines, b)
+    if family == "chat":
+        calls = [
+            {"id": i, "type": "function", "function": {"name": "bash", "arguments": "{}"}}
+            for i in (a, b)
+        ]
+        return [
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": a, "content": first},
+            {"role": "assistant", "content": f"Waiting for {b}."},
+            {"role": "tool", "tool_call_id": b, "content": second},
+        ]
+    if family == "anthropic":
+        uses = [{"type": "tool_use", "id": i, "name": "bash", "input": {}} for i in (a, b)]
+        return [
+            {"role": "assistant", "content": uses},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": a, "content": first}],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": f"Waiting for {b}."}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": b, "content": second}],
+            },
+        ]
+    return [
+        {"type": "function_call", "call_id": a, "name": "bash", "arguments": "{}"},
+        {"type": "function_call", "call_id": b, "name": "bash", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": a, "output": first},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": f"Waiting for {b}."}],
+        },
+        {"type": "function_call_output", "call_id": b, "output": second},
+    ]
+
+
+def tangled(family: Family) -> Body:
+    """A session of parallel calls (three in a turn), results after an assistant message, user
+    remarks, and outputs of every size."""
+    key = "input" if family == "responses" else "messages"
+    body = render(family, [user("Refactor the parser.")])
+    for turn in range(8):
+        parallel = [
+            call(f"p{turn}_{i}", output(3 + 40 * ((turn + i) % 3), f"p{turn}_{i}"))
+            for i in range(3)
+        ]
+        more = transcript(render(family, [assistant(f"Turn {turn}.", *parallel)], None), family)
+        more += late_result(family, f"l{turn}", 5 + 30 * (turn % 2))
+        more += transcript(render(family, [user(f"Remark {turn}.")], None), family)
+        body[key] = [*body[key], *more]
+    body[key] += transcript(render(family, [assistant("Done.")], None), family)
+    return body
+
+
+@pytest.mark.parametrize("truncation", ["trim", "sliding_window"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_calls_and_results_are_never_parted(family: Family, truncation: str) -> None:
+    body = tangled(family)
+    assert problems(body, family, strict=False) == []
+    whole = optimize(body, family, Settings("off"), count).before
+    dropped = 0
+    for budget in range(200, whole, 97):
+        outcome = run(body, family, budget, truncation=truncation)
+        assert problems(outcome.body, family, strict=False) == [], budget
+        dropped += "dropped" in kinds(outcome)
+    assert dropped > 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids, names, reasoning, cache hints and images survive; elided outputs keep their ids
+
+NOTE = re.compile(
+    r"(\n\n)?\[trioswap: \d+ earlier transcript entries \(\d+ tokens\) after this message "
+    r"were removed to fit the model's context window\]"
+)
+IMAGE = "data:image/png;base64,iVBORw0KGgo="
+STUB = re.compile(
+    r"\[trioswap: output of (\w+) elided to fit the context window: (\d+) tokens, "
+    r"(\d+) characters\]"
+)
+
+
+def rich(family: Family) -> Body:
+    """Images, reasoning, cache hints, named tool results and an error result, in a session
+    whose outputs are large."""
+    big = [output(120, f"big{i}") for i in range(4)]
+    if family == "chat":
+        messages: list[Body] = [
+            {"role": "system", "content": "You are a coding agent."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this screenshot?"},
+                    {"type": "image_url", "image_url": {"url": IMAGE}},
+                ],
+            },
+        ]
+        for i, text in enumerate(big):
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "reasoning_content": f"I should read file {i}.",
+                    "tool_calls": [
+                        {
+                            "id": f"c{i}",
+                            "type": "function",
+                            "function": {"name": "read_file", "arguments": f'{{"path": "{i}"}}'},
+                        }
+                    ],
+                }
+            )
+            messages.append(
+                {"role": "tool", "tool_call_id": f"c{i}", "name": "read_file", "content": text}
+            )
+        messages += [
+            {"role": "user", "content": "Thanks."},
+            {"role": "assistant", "content": "Ok."},
+        ]
+        return {"model": "m", "messages": messages}
+    if family == "anthropic":
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": IMAGE},
+                    },
+                    {
+                        "type": "text",
+                        "text": "What is in this screenshot?",
+                        "cache_control": {"type": "ephemeral"},
+                    },
+                ],
+            }
+        ]
+        for i, text in enumerate(big):
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": f"Read file {i}.", "signature": "c2ln"},
+                        {"type": "redacted_thinking", "data": "cmVk"},
+                        {"type": "tool_use", "id": f"t{i}", "name": "Read", "input": {"i": i}},
+                    ],
+                }
+            )
+            messages.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": f"t{i}",
+                            "is_error": i == 1,
+                            "content": [
+                                {"type": "text", "text": text},
+                                {
+                                    "type": "image",
+                                    "source": {
+                                        "type": "base64",
+                                        "media_type": "image/png",
+                                        "data": IMAGE,
+                                    },
+                                },
+                            ],
+                            "cache_control": {"type": "ephemeral"},
+                        }
+                    ],
+                }
+            )
+        messages += [
+            {"role": "user", "content": "Thanks."},
+            {"role": "assistant", "content": "Ok."},
+        ]
+        return {"model": "m", "max_tokens": 100, "messages": messages}
+    items: list[Body] = [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "What is in this screenshot?"},
+                {"type": "input_image", "image_url": IMAGE, "detail": "auto"},
+            ],
+        }
+    ]
+    for i, text in enumerate(big):
+        items += [
+            {
+                "type": "reasoning",
+                "id": f"rs_{i}",
+                "summary": [{"type": "summary_text", "text": f"Read file {i}."}],
+                "encrypted_content": "ZW5j",
+            },
+            {
+                "type": "function_call",
+                "id": f"fc_{i}",
+                "call_id": f"call_{i}",
+                "name": "shell",
+                "arguments": json.dumps({"command": ["cat", f"{i}.py"]}),
+            },
+            {"type": "function_call_output", "call_id": f"call_{i}", "output": text},
+        ]
+    items += [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Thanks."}]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Ok."}],
+        },
+    ]
+    return {"model": "m", "input": items}
+
+
+def without_note(item: Any) -> Any:
+    """A user message without the note on removed entries appended to it."""
+    content = item.get("content")
+    if isinstance(content, list) and content and NOTE.fullmatch(content[-1].get("text", "")):
+        return {**item, "content": content[:-1]}
+    if isinstance(content, str):
+        return {**item, "content": NOTE.sub("", content)}
+    return item
+
+
+def differences(old: Any, new: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Where `new` differs from `old`: the paths to the strings that changed (a change of any
+    other kind is a path ending in "!")."""
+    if isinstance(old, str) and isinstance(new, str):
+        return [] if old == new else [path]
+    if isinstance(old, dict) and isinstance(new, dict):
+        if old.keys() != new.keys():
+            return [(*path, "!")]
+        return [d for k in old for d in differences(old[k], new[k], (*path, k))]
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return [(*path, "!")]
+        return [
+            d
+            for i, (o, n) in enumerate(zip(old, new, strict=True))
+            for d in differences(o, n, (*path, i))
+        ]
+    return [] if old == new else [(*path, "!")]
+
+
+def at(value: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        value = value[step]
+    return value
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_elided_outputs_keep_everything_but_their_text(family: Family) -> None:
+    body = rich(family)
+    names = {"chat": "read_file", "anthropic": "Read", "responses": "shell"}
+    before = optimize(body, family, Settings("off"), count).before
+    one = count(output(120, "big0"))
+    outcome = run(body, family, before - 3 * one // 2, target=1.0)  # the two oldest outputs go
+    assert kinds(outcome) == {"elided"} and len(outcome.actions) == 2
+    changed = differences(transcript(body, family), transcript(outcome.body, family))
+    assert len(changed) == 2
+    for path in changed:
+        old, new = at(transcript(body, family), path), at(transcript(outcome.body, family), path)
+        stub = STUB.fullmatch(new)
+        assert stub is not None, new
+        assert stub.groups() == (names[family], str(count(old)), str(len(old)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kept_entries_keep_their_ids_names_reasoning_cache_hints_and_images(
+    family: Family,
+) -> None:
+    body = rich(family)
+    sent = transcript(body, family)
+    for budget in range(500, 4000, 250):
+        outcome = run(body, family, budget)
+        assert problems(outcome.body, family) == []
+        for item in map(without_note, transcript(outcome.body, family)):
+            # Each entry sent is one the client sent, its texts aside.
+            assert any(
+                all(p[-1] in ("content", "text", "output") for p in differences(original, item))
+                for original in sent
+            ), item
+
+
+# ---------------------------------------------------------------------------------------------
+# limit_only: elisions, then drops, then cuts, down to target x budget
+
+
+def staged(last: str = "Continue.") -> list[Step]:
+    return [
+        user("Fix the parser."),
+        assistant("Reading.", call("c0", output(100, "c0"))),
+        assistant("Small.", call("c1", output(20, "c1"))),
+        assistant("Again.", call("c2", output(100, "c2"))),
+        assistant("More.", call("c3", output(100, "c3"))),
+        user(last),
+        assistant("Done."),
+    ]
+
+
+def elided(outcome: Outcome, family: Family) -> list[str]:
+    """The ids of the calls whose outputs were elided, oldest first."""
+    entries = transcript(outcome.body, family)
+    return [
+        id
+        for entry, item in zip(entries, items_of(outcome.body, family), strict=True)
+        if STUB.search(json.dumps(entry))
+        for id in item.results
+    ]
+
+
+def called(body: Mapping[str, Any], family: Family) -> list[str]:
+    return [id for item in items_of(body, family) for id in item.calls]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_limit_only_elides_old_large_outputs_first_then_drops_then_cuts(family: Family) -> None:
+    body = render(family, staged())
+    before = optimize(body, family, Settings("off"), count).before
+    big = count(output(100, "c0"))
+    assert count(output(20, "c1")) < 256 < big
+
+    def trim(goal: int, target: float, steps: list[Step] | None = None) -> Outcome:
+        """A trim down to `goal` tokens (under 1, room in the budget for the note)."""
+        budget = -(-goal * 4 // int(target * 4))
+        outcome = run(render(family, steps or staged()), family, budget, target=target)
+        assert outcome.trimmed and not outcome.over and problems(outcome.body, family) == []
+        return outcome
+
+    # The oldest large output first; the small one never.
+    outcome = trim(before - big // 2, 1.0)
+    assert kinds(outcome) == {"elided"} and elided(outcome, family) == ["c0"]
+    outcome = trim(before - 5 * big // 2, 1.0)
+    assert kinds(outcome) == {"elided"} and elided(outcome, family) == ["c0", "c2", "c3"]
+    # Then the oldest units: the elisions in them are gone with them.
+    all_elided = outcome.after
+    outcome = trim(all_elided - 1, 0.75)
+    assert kinds(outcome) == {"elided", "dropped", "noted"}
+    assert called(outcome.body, family) == ["c1", "c2", "c3"]
+    assert elided(outcome, family) == ["c2", "c3"]
+    outcome = trim(all_elided - 200, 0.75)
+    assert called(outcome.body, family) == ["c2", "c3"]
+    # Then cuts, when what may not be dropped is still too much.
+    huge = "".join(f"Also consider case {i}.\n" for i in range(2000))
+    outcome = trim(before, 0.75, staged(huge))
+    assert kinds(outcome) == {"dropped", "noted", "cut"}
+    assert called(outcome.body, family) == []
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_trim_goes_down_to_target_times_the_budget(family: Family) -> None:
+    body = render(family, session(30))
+    before = optimize(body, family, Settings("off"), count).before
+    for share in (0.2, 0.5, 0.9):
+        for target in (0.5, 0.7, 0.9):
+            budget = int(before * share)
+            outcome = run(body, family, budget, target=target)
+            assert outcome.trimmed and outcome.after <= budget * target, (share, target)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_note_does_not_push_a_trim_over_the_budget(family: Family) -> None:
+    # A trim drops units until the total is within target x budget, then adds the note on the
+    # removed entries (about 35 tokens): with `target: 1` (the schema allows it) or a small
+    # budget, the note alone took the prompt over a budget it could have kept to.
+    steps = session(10)
+    note = 40
+    fits = size(family, [steps[0], steps[-3], steps[-1]]) + note
+    body = render(family, steps)
+    over = [
+        budget
+        for budget in range(fits, size(family, steps), 13)
+        if run(body, family, budget, target=1.0).over
+    ]
+    assert over == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The prefix stays the same between turns
+
+
+def exchange(turn: int) -> list[Step]:
+    """A small exchange: the user asks, the model calls a tool and answers."""
+    return [
+        user(f"Question {turn}?"),
+        assistant(f"Checking {turn}.", call(f"next_{turn}", output(3, f"n{turn}"))),
+        assistant(f"Answer {turn}."),
+    ]
+
+
+@pytest.mark.parametrize("truncation", ["trim", "sliding_window"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_prefix_stays_the_same_until_the_transcript_outgrows_the_budget(
+    family: Family, truncation: str
+) -> None:
+    memory = Memory()
+    steps = session(12)
+    budget = size(family, steps) // 2
+    first = run(
+        with_extras(family, render(family, steps)),
+        family,
+        budget,
+        truncation=truncation,
+        memory=memory,
+    )
+    assert first.trimmed and not first.over
+    sent = transcript(first.body, family)
+    turn = 0
+    while True:
+        steps += exchange(turn)
+        turn += 1
+        outcome = run(
+            with_extras(family, render(family, steps)),
+            family,
+            budget,
+            truncation=truncation,
+            memory=memory,
+        )
+        assert not outcome.over and problems(outcome.body, family) == []
+        if outcome.trimmed:
+            break
+        assert transcript(outcome.body, family)[: len(sent)] == sent
+        assert outcome.dropped == first.dropped
+    assert turn > 3
+    # A new trim, remembered in its turn.
+    sent = transcript(outcome.body, family)
+    steps += exchange(turn)
+    again = run(
+        with_extras(family, render(family, steps)),
+        family,
+        budget,
+        truncation=truncation,
+        memory=memory,
+    )
+    assert not again.trimmed and transcript(again.body, family)[: len(sent)] == sent
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_changed_transcript_is_trimmed_anew(family: Family) -> None:
+    memory = Memory()
+    steps = session(12)
+    budget = size(family, steps) // 2
+    assert run(render(family, steps), family, budget, memory=memory).trimmed
+    steps[3] = assistant("Edited by the client.", call("edited", "short"))
+    outcome = run(render(family, steps), family, budget, memory=memory)
+    assert outcome.trimmed
+    assert outcome.body == run(render(family, steps), family, budget, memory=Memory()).body
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_sessions_that_start_alike_keep_their_own_prefixes(family: Family) -> None:
+    # Two agents given the same task (two terminals, a benchmark's runs) send the same system
+    # prompt and first messages. Plans are remembered per session key, and the key is those
+    # first two entries, so each session's trim replaced the other's: every turn of both was
+    # trimmed anew and neither prefix stayed the same.
+    memory = Memory()
+    one, two = session(12), session(12)
+    two[2:] = [
+        assistant(s.text + " (other)", *s.calls) if s.role == "assistant" else s for s in two[2:]
+    ]
+    budget = size(family, one) // 2
+    sent = [
+        transcript(run(render(family, s), family, budget, memory=memory).body, family)
+        for s in (one, two)
+    ]
+    for steps, before in zip((one, two), sent, strict=True):
+        steps += exchange(0)
+        outcome = run(render(family, steps), family, budget, memory=memory)
+        assert not outcome.trimmed
+        assert transcript(outcome.body, family)[: len(before)] == before
+
+
+# ---------------------------------------------------------------------------------------------
+# sliding_window and strict_error
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sliding_window_only_drops_whole_units(family: Family) -> None:
+    body = rich(family)
+    sent = transcript(body, family)
+    for budget in range(500, 6000, 500):
+        outcome = run(body, family, budget, truncation="sliding_window")
+        assert kinds(outcome) <= {"dropped"}
+        assert problems(outcome.body, family) == []
+        kept = transcript(outcome.body, family)
+        # Entries as the client sent them, in order, none of them edited.
+        assert [sent[i] for i in range(len(sent)) if i not in outcome.dropped] == kept
+        assert outcome.note_at is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_strict_error_refuses_only_over_the_budget(family: Family) -> None:
+    body = render(family, session(10))
+    before = size(family, session(10))
+    with pytest.raises(TooLong) as refused:
+        run(body, family, before - 1, truncation="strict_error", memory=Memory())
+    assert (refused.value.tokens, refused.value.budget) == (before, before - 1)
+    assert f"{before} tokens" in str(refused.value) and f"{before - 1}" in str(refused.value)
+    outcome = run(body, family, before, truncation="strict_error", memory=Memory())
+    assert outcome.body is body and not outcome.over
