@@ -10,6 +10,7 @@ without its call, a transcript that does not start with the user's task)."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -23,9 +24,12 @@ from trioswap.optimizer.core import (
     Outcome,
     Settings,
     TooLong,
+    dropped_turns,
     optimize,
+    with_summary,
 )
-from trioswap.optimizer.transcript import Family
+from trioswap.optimizer.summary import summary_message_text
+from trioswap.optimizer.transcript import IMAGE_TOKENS, Family
 
 FAMILIES: tuple[Family, ...] = ("chat", "anthropic", "responses")
 CUT = re.compile(r"\[… trioswap: about \d+ tokens cut here to fit the context window …\]\n")
@@ -841,7 +845,7 @@ def test_limit_only_elides_old_large_outputs_first_then_drops_then_cuts(family: 
     assert kinds(outcome) == {"elided", "dropped", "noted"}
     assert called(outcome.body, family) == ["c1", "c2", "c3"]
     assert elided(outcome, family) == ["c2", "c3"]
-    outcome = trim(all_elided - 200, 0.75)
+    outcome = trim(all_elided - 150, 0.75)
     assert called(outcome.body, family) == ["c2", "c3"]
     # Then cuts, when what may not be dropped is still too much.
     huge = "".join(f"Also consider case {i}.\n" for i in range(2000))
@@ -988,7 +992,7 @@ def test_sliding_window_only_drops_whole_units(family: Family) -> None:
         kept = transcript(outcome.body, family)
         # Entries as the client sent them, in order, none of them edited.
         assert [sent[i] for i in range(len(sent)) if i not in outcome.dropped] == kept
-        assert outcome.note_at is None
+        assert not NOTE.search(texts(outcome.body, family))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -1001,3 +1005,292 @@ def test_strict_error_refuses_only_over_the_budget(family: Family) -> None:
     assert f"{before} tokens" in str(refused.value) and f"{before - 1}" in str(refused.value)
     outcome = run(body, family, before, truncation="strict_error", memory=Memory())
     assert outcome.body is body and not outcome.over
+
+
+# ---------------------------------------------------------------------------------------------
+# always: duplicates point at their latest copy; repeated lines collapse
+
+
+def result_texts(body: Mapping[str, Any], family: Family) -> dict[str, str]:
+    """Each call id → the text of its result."""
+    found = {}
+    for entry, item in zip(transcript(body, family), items_of(body, family), strict=True):
+        if family == "anthropic":
+            for block in entry["content"] if item.results else ():
+                if block["type"] == "tool_result":
+                    found[block["tool_use_id"]] = block["content"]
+        elif item.results:
+            found[item.results[0]] = entry["content" if family == "chat" else "output"]
+    return found
+
+
+def calls_with_arguments(body: Mapping[str, Any], family: Family) -> list[Any]:
+    found: list[Any] = []
+    for entry in transcript(body, family):
+        if family == "chat":
+            found += entry.get("tool_calls", [])
+        elif family == "anthropic" and isinstance(entry["content"], list):
+            found += [b for b in entry["content"] if b["type"] == "tool_use"]
+        elif entry.get("type") == "function_call":
+            found.append(entry)
+    return found
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_always_points_duplicate_outputs_and_old_file_reads_at_the_latest_copy(
+    family: Family,
+) -> None:
+    tests, listing = output(20, "test"), output(20, "ls")
+    steps = [
+        user("Make the tests pass."),
+        assistant("", call("t1", tests, command="pytest -q")),
+        assistant("", call("r1", output(20, "v1"), "Read", file_path="/r/a.py")),
+        assistant("", call("l1", listing, command="ls")),
+        assistant("", call("t2", tests, command="pytest -q")),
+        assistant("", call("r2", output(20, "v2"), "Read", file_path="/r/./a.py")),
+        assistant("", call("t3", tests, command="pytest -q -x")),
+        user("Thanks."),
+        assistant("Done."),
+    ]
+    body = render(family, steps)
+    outcome = run(body, family, 10**6, "always")
+    assert kinds(outcome) == {"deduplicated"} and not outcome.trimmed
+    results = result_texts(outcome.body, family)
+    assert results == {
+        **result_texts(body, family),
+        "t1": "[trioswap: the same as the output of call t3, further below]",
+        "t2": "[trioswap: the same as the output of call t3, further below]",
+        "r1": "[trioswap: an older read of the same file as the output of call r2, further below]",
+    }
+    # Every call stays as it was: only outputs are replaced.
+    assert calls_with_arguments(outcome.body, family) == calls_with_arguments(body, family)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_always_keeps_distinct_calls_of_the_same_tool(family: Family) -> None:
+    steps = [
+        user("Look around."),
+        *(
+            assistant(f"Run {i}.", call(f"b{i}", output(20, f"b{i}"), command=f"grep -n x f{i}"))
+            for i in range(6)
+        ),
+        assistant("", call("same", output(20, "same"), command="grep -n x f0")),
+        assistant("Done."),
+    ]
+    body = render(family, steps)
+    outcome = run(body, family, 10**6, "always")
+    assert outcome.body is body and outcome.actions == ()
+
+
+CODE = """def parse(text: str) -> list[str]:
+    result = []
+
+
+    for line in text.splitlines():
+        if line:
+            result.append(line)
+\t\tresult.append("\\t")
+
+
+
+
+    return result
+"""
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_always_collapses_runs_of_repeated_lines_and_leaves_code_alone(family: Family) -> None:
+    log = "start\n" + "WARNING: retrying\n" * 12 + "done\n"
+    steps = [
+        user("Build it."),
+        assistant("", call("log", log, command="make")),
+        assistant("", call("code", CODE, "Read", file_path="/r/parse.py")),
+        assistant("Done."),
+    ]
+    body = render(family, steps)
+    outcome = run(body, family, 10**6, "always")
+    assert kinds(outcome) == {"collapsed"}
+    results = result_texts(outcome.body, family)
+    assert results["log"] == (
+        "start\nWARNING: retrying\n[… previous line repeated 11 more times]\ndone\n"
+    )
+    assert results["code"] == CODE
+
+
+# ---------------------------------------------------------------------------------------------
+# The dropped region, the note, and its summary
+
+
+def remarks() -> list[Step]:
+    return [
+        user("Fix the parser."),
+        assistant("Listing.", call("c0", output(30, "c0"), command="ls")),
+        user("Remark 1."),
+        assistant("Reading.", call("c1", output(20, "c1"))),
+        user("Remark 2."),
+        assistant("Done."),
+    ]
+
+
+def words(body: Mapping[str, Any], family: Family) -> list[str]:
+    """The user turns with words, as they follow each other (other entries as "")."""
+    return [i.words for i in items_of(body, family) if i.role != "system"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_drop_leaves_no_two_user_turns_in_a_row_when_it_can(family: Family) -> None:
+    steps = remarks()
+    body = render(family, steps)
+    # Dropping the first assistant unit is enough, but "Remark 1." would follow the task.
+    assert count(output(30, "c0")) < 256  # not elided
+    outcome = run(body, family, size(family, steps) - 1)
+    assert not outcome.over and "Remark 1." not in words(outcome.body, family)
+    assert called(outcome.body, family) == ["c1"]
+    for budget in range(100, size(family, steps), 11):
+        sent = words(run(body, family, budget).body, family)
+        for first, second in itertools.pairwise(sent):
+            # Only the last user turn, which is never dropped, may follow another.
+            assert not (first and second) or second == "Remark 2.", (budget, sent)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_task_carries_the_note_on_removed_entries(family: Family) -> None:
+    steps = session(12, lines=30)
+    body = render(family, steps)
+    outcome = run(body, family, size(family, steps) // 3)
+    assert kinds(outcome) == {"dropped", "noted"}
+    at = next(i for i, item in enumerate(items_of(body, family)) if item.role == "user")
+    task, original = transcript(outcome.body, family)[at], transcript(body, family)[at]
+    note = (
+        f"[trioswap: {len(outcome.dropped)} earlier transcript entries "
+        f"({sum(a.saved for a in outcome.actions if a.kind == 'dropped')} tokens) after this "
+        "message were removed to fit the model's context window]"
+    )
+    if family == "responses":
+        assert task["content"] == [*original["content"], {"type": "input_text", "text": note}]
+    else:
+        assert task["content"] == f"{steps[0].text}\n\n{note}"
+    assert len(NOTE.findall(texts(outcome.body, family))) == 1
+    window = run(body, family, size(family, steps) // 3, truncation="sliding_window")
+    assert window.dropped and not NOTE.search(texts(window.body, family))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dropped_turns_show_calls_and_results_with_their_tool(family: Family) -> None:
+    steps = remarks()
+    steps[1] = assistant("Listing.", call("c0", "a.py\nb.py\n", "Bash", command="ls -a"))
+    steps[3] = assistant("Reading.", call("c1", output(60, "c1")))
+    body = render(family, steps)
+    outcome = run(body, family, 60, truncation="sliding_window")
+    turns = [(t.role, t.text) for t in dropped_turns(body, family, outcome.dropped)]
+    said = [text for _, text in turns]
+    assert "\n".join(said).count('Bash({"command": "ls -a"})') == 1
+    assert "result of Bash: a.py\nb.py\n" in said
+    assert ("user", "Remark 1.") in turns
+    assert [role for role, text in turns if "Listing." in text] == ["assistant"]
+
+
+def test_dropped_turns_name_a_tool_result_a_tool_turn_in_anthropic_too() -> None:
+    # A `tool_result` comes in a user message: the summarizer was shown "[user]\nresult of …",
+    # as if the user had said it, where chat and Responses give the tool's role (`Turn.role`:
+    # "tool" for a tool result).
+    body = render("anthropic", [user("Go."), assistant("", call("c", "out", "Bash")), user("Ok.")])
+    turns = dropped_turns(body, "anthropic", [2])
+    assert [(t.role, t.text) for t in turns] == [("tool", "result of Bash: out")]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_summary_replaces_the_note_now_and_on_the_next_turns(family: Family) -> None:
+    memory = Memory()
+    steps = session(12, lines=30)
+    body = render(family, steps)
+    budget = size(family, steps) // 3
+    outcome = run(body, family, budget, memory=memory)
+    summary = with_summary(outcome, family, "The user wants the parser fixed.", count)
+    assert summary is not None
+    text = summary_message_text("The user wants the parser fixed.", len(outcome.dropped))
+    sent = transcript(summary.body, family)
+    assert text in json.dumps(sent, ensure_ascii=False).replace("\\n", "\n")
+    assert not NOTE.search(texts(summary.body, family))
+    assert "summarized" in kinds(summary) and "noted" not in kinds(summary)
+    assert summary.after == run(summary.body, family, budget).before
+    # Only the task changed.
+    changed = [
+        i
+        for i, (a, b) in enumerate(zip(sent, transcript(outcome.body, family), strict=True))
+        if a != b
+    ]
+    assert changed == [
+        next(i for i, item in enumerate(items_of(body, family)) if item.role == "user")
+    ]
+    assert summary.body.keys() == body.keys()
+    steps += exchange(0)
+    following = run(render(family, steps), family, budget, memory=memory)
+    assert not following.trimmed
+    assert transcript(following.body, family)[: len(sent)] == sent
+    assert "summarized" in kinds(following)
+    window = run(body, family, budget, truncation="sliding_window")
+    assert with_summary(window, family, "S.", count) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting
+
+
+def test_the_count_is_the_texts_and_the_overheads() -> None:
+    tools = TOOLS["chat"]
+    body = {
+        "model": "m",
+        "temperature": 0.5,
+        "tools": tools,
+        "messages": [
+            {"role": "system", "content": "abcdefgh"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "hello world!"},
+                    {"type": "image_url", "image_url": {"url": IMAGE}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": "ok",
+                "tool_calls": [
+                    {"id": "x", "type": "function", "function": {"name": "ls", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "x", "content": "a.py"},
+        ],
+    }
+    tools_json = json.dumps(tools, ensure_ascii=False)
+    by_hand = (
+        16 + count(tools_json)
+        + 8 + count("abcdefgh")
+        + 8 + count("hello world!") + IMAGE_TOKENS
+        + 8 + count("ok") + count("ls") + count("{}")
+        + 8 + count("a.py")
+    )  # fmt: skip
+    outcome = optimize(body, "chat", Settings("off"), count)
+    assert outcome.before == outcome.after == by_hand
+    other = optimize(body, "chat", Settings("off"), count, per_message=3, per_request=5)
+    assert other.before == by_hand - 11 - 4 * 5
+
+
+@pytest.mark.parametrize("family", ["anthropic", "responses"])
+def test_the_system_prompt_and_images_count_in_anthropic_and_responses(family: Family) -> None:
+    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    image: Body = (
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": IMAGE}}
+        if family == "anthropic"
+        else {"type": "input_image", "image_url": IMAGE}
+    )
+    kind = "text" if family == "anthropic" else "input_text"
+    body: Body = {
+        "model": "m",
+        "system" if family == "anthropic" else "instructions": system,
+        "messages" if family == "anthropic" else "input": [
+            {"role": "user", "content": [{"type": kind, "text": "look"}, image, image]}
+        ],
+    }
+    by_hand = 16 + count(json.dumps(system)) + 8 + count("look") + 2 * IMAGE_TOKENS
+    assert optimize(body, family, Settings("off"), count).before == by_hand
