@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from typing import Any
 
@@ -76,9 +76,8 @@ class Outcome:
     # A new trim was made on this request (not a remembered one re-applied).
     trimmed: bool = False
     dropped: tuple[int, ...] = ()
-    # The entry carrying the note on dropped entries, and that entry without it.
-    note_at: int | None = None
-    note_base: Any = None
+    # The trim applied (made or remembered), for `with_summary`.
+    plan: _Plan | None = field(default=None, repr=False, compare=False)
 
     @property
     def changed(self) -> bool:
@@ -112,19 +111,25 @@ class _Plan:
 
 @dataclass
 class Memory:
-    """The trims of recent sessions (one per model), least recently used dropped first."""
+    """The trims of recent sessions (one Memory per model), least recently used dropped first.
+    Sessions are keyed by how they start; sessions that start alike (one task, two terminals)
+    keep a plan each under one key."""
 
     capacity: int = 512
-    _plans: OrderedDict[bytes, _Plan] = field(default_factory=OrderedDict)
+    plans_per_key: int = 8
+    _plans: OrderedDict[bytes, list[_Plan]] = field(default_factory=OrderedDict)
 
-    def get(self, key: bytes) -> _Plan | None:
-        plan = self._plans.get(key)
-        if plan is not None:
-            self._plans.move_to_end(key)
-        return plan
+    def get(self, key: bytes) -> list[_Plan]:
+        plans = self._plans.get(key)
+        if plans is None:
+            return []
+        self._plans.move_to_end(key)
+        return plans
 
-    def put(self, key: bytes, plan: _Plan) -> None:
-        self._plans[key] = plan
+    def put(self, key: bytes, plan: _Plan, items: Sequence[Any]) -> None:
+        """Remember `plan`, made for `items`, in place of the plans of its own session."""
+        kept = [p for p in self._plans.get(key, ()) if not _applies(p, items)]
+        self._plans[key] = [plan, *kept][: self.plans_per_key]
         self._plans.move_to_end(key)
         while len(self._plans) > self.capacity:
             self._plans.popitem(last=False)
@@ -141,6 +146,8 @@ class _Work:
         self.per_message = per_message
         self.items = list(transcript.items)
         self.counts = [entry_tokens(item, count, per_message) for item in self.items]
+        # As the client sent them: what a dropped entry saved, whatever was elided in it first.
+        self.original = list(self.counts)
         self.kept = [True] * len(self.items)
         self.total = fixed + sum(self.counts)
         self.actions: list[Action] = []
@@ -195,8 +202,9 @@ def optimize(
     if settings.policy == "always":
         _deduplicate(work)
     key = _session_key(transcript)
-    plan = memory.get(key) if memory is not None else None
-    if plan is not None and _applies(plan, transcript.items):
+    plans = memory.get(key) if memory is not None else []
+    plan = next((p for p in plans if _applies(p, transcript.items)), None)
+    if plan is not None:
         undo = _apply(work, plan)
         if work.total <= budget:
             return _outcome(work, before, budget, plan, trimmed=False)
@@ -207,7 +215,7 @@ def optimize(
         raise TooLong(work.total, budget)
     plan = _trim(work, settings)
     if memory is not None:
-        memory.put(key, plan)
+        memory.put(key, plan, transcript.items)
     return _outcome(work, before, budget, plan, trimmed=True)
 
 
@@ -226,55 +234,50 @@ def dropped_turns(body: Mapping[str, Any], family: Family, dropped: Sequence[int
             if t.output_of is not None
         ]
         if parts:
-            turns.append(Turn(entry.role, "\n".join(parts)))
+            # An Anthropic user turn that only carries tool results is a tool turn.
+            role = "tool" if entry.answers and not entry.user_words else entry.role
+            turns.append(Turn(role, "\n".join(parts)))
     return turns
 
 
 def with_summary(
-    original: Mapping[str, Any],
     outcome: Outcome,
     family: Family,
     summary: str,
-    memory: Memory | None,
+    count: Callable[[str], int],
+    per_message: int = 8,
 ) -> Outcome | None:
-    """`outcome` with its note on dropped turns replaced by `summary` (and the session's trim
-    remembered with it); None if the outcome has no note to replace."""
-    transcript = Transcript(original, family)
-    note_at = outcome.note_at
-    if note_at is None or not outcome.dropped:
+    """`outcome` with its note on dropped entries replaced by `summary`, and its session's trim
+    remembered with it (the next turns re-apply the summary); None if there is no note to
+    replace, the note's message was cut since, or the summary would not fit the budget."""
+    plan = outcome.plan
+    if plan is None or plan.note_index is None or not outcome.dropped:
         return None
-    text = summary_message_text(summary, len(outcome.dropped))
-    sent = outcome.body.get(transcript.key)
+    note_at = plan.note_index
+    if any(a.kind == "cut" and a.index == note_at for a in plan.actions):
+        return None
+    key = "input" if family == "responses" else "messages"
+    sent = outcome.body.get(key)
     if not isinstance(sent, list):
         return None
-    dropped = set(outcome.dropped)
+    dropped = set(plan.dropped)
     position = sum(1 for i in range(note_at) if i not in dropped)
     items = list(sent)
-    items[position] = with_note(family, outcome.note_base, text)
-    if memory is not None:
-        plan = memory.get(_session_key(transcript))
-        if plan is not None and plan.note_index == note_at:
-            # The following turns re-apply the summary, not the note.
-            plan.edits[note_at] = items[position]
-            plan.actions = (
-                *(a for a in plan.actions if a.kind != "noted"),
-                Action("summarized", note_at, f"{len(dropped)} dropped entries summarized", 0),
-            )
-    actions = (
-        *(a for a in outcome.actions if a.kind != "noted"),
-        Action("summarized", note_at, f"{len(outcome.dropped)} dropped entries summarized", 0),
+    summarized = with_note(family, plan.note_base, summary_message_text(summary, len(dropped)))
+    grows = entry_tokens(summarized, count, per_message) - entry_tokens(
+        items[position], count, per_message
     )
-    return Outcome(
-        {**outcome.body, transcript.key: items},
-        outcome.before,
-        outcome.after,
-        outcome.budget,
-        actions,
-        outcome.over,
-        outcome.trimmed,
-        outcome.dropped,
-        note_at,
-        outcome.note_base,
+    if outcome.after + grows > outcome.budget:
+        return None
+    items[position] = summarized
+    plan.edits[note_at] = summarized
+    plan.actions = (
+        *(a for a in plan.actions if a.kind != "noted"),
+        Action("summarized", note_at, f"{len(dropped)} dropped entries summarized", 0),
+    )
+    actions = (*(a for a in outcome.actions if a.kind != "noted"), plan.actions[-1])
+    return replace(
+        outcome, body={**outcome.body, key: items}, after=outcome.after + grows, actions=actions
     )
 
 
@@ -297,8 +300,7 @@ def _outcome(work: _Work, before: int, budget: int, plan: _Plan | None, trimmed:
         after > budget,
         trimmed,
         tuple(sorted(plan.dropped)) if plan else (),
-        plan.note_index if plan else None,
-        plan.note_base if plan else None,
+        plan,
     )
 
 
@@ -369,19 +371,20 @@ def _trim(work: _Work, settings: Settings) -> _Plan:
     droppable = [u for i, u in enumerate(units) if i not in protected]
     trim = settings.truncation == "trim"
     before_trim = list(work.items)
+    note_index = _task_index(entries) if trim else None
+    # Room for the note on dropped entries, so that adding it keeps the trim within its goal.
+    room = work.count(_note_text(10**6, 10**9)) + work.per_message if note_index is not None else 0
     if trim:
-        _elide(work, droppable, settings.elide_over, goal)
-    dropped = _drop(work, units, protected, goal)
+        _elide(work, droppable, settings.elide_over, goal - room)
+    dropped = _drop(work, units, protected, goal - room)
+    note_base = None
+    if note_index is not None and dropped and work.kept[note_index]:
+        note_base = work.items[note_index]
+        _note(work, note_index, dropped)
+    else:
+        note_index = None
     if trim and work.total > goal:
         _cut(work, units, protected, settings.elide_over, goal)
-    note_index = note_base = None
-    if trim and dropped:
-        note_index = _task_index(entries)
-        if note_index is not None and work.kept[note_index]:
-            note_base = work.items[note_index]
-            _note(work, note_index, dropped)
-        else:
-            note_index = None
     # What the trim changed in kept entries; dedup's own edits (`always`) are redone per request.
     edits = {
         i: item for i, item in enumerate(work.items) if work.kept[i] and item is not before_trim[i]
@@ -450,19 +453,22 @@ def _drop_unit(work: _Work, unit: Unit, dropped: list[int]) -> None:
     saved = 0
     for index in unit.indices:
         work.keep(index, False)
-        saved += work.counts[index]
+        saved += work.original[index]
         dropped.append(index)
     work.actions.append(
         Action("dropped", unit.first, f"entries {unit.first}-{unit.last} ({unit.role})", saved)
     )
 
 
-def _note(work: _Work, index: int, dropped: Sequence[int]) -> None:
-    removed = sum(work.counts[i] for i in dropped)
-    note = (
-        f"[{_MARK}: {len(dropped)} earlier transcript entries ({removed} tokens) after this "
+def _note_text(entries: int, tokens: int) -> str:
+    return (
+        f"[{_MARK}: {entries} earlier transcript entries ({tokens} tokens) after this "
         "message were removed to fit the model's context window]"
     )
+
+
+def _note(work: _Work, index: int, dropped: Sequence[int]) -> None:
+    note = _note_text(len(dropped), sum(work.original[i] for i in dropped))
     saved = work.set(index, with_note(work.transcript.family, work.items[index], note))
     work.actions.append(Action("noted", index, "note on the removed entries", saved))
 

@@ -211,8 +211,13 @@ class Optimize:
                 time.monotonic() - started,
             )
         assert summary is not None
-        memory = self._memories[model.id]
-        return with_summary(body, outcome, family, summary, memory) or outcome
+        counter = await self._counters.counter(model)
+        summarized = with_summary(outcome, family, summary, counter.count, counter.per_message)
+        if summarized is None:
+            log.info(
+                "model %s: the summary does not fit the budget: trimmed as limit_only", model.id
+            )
+        return summarized or outcome
 
     def _use(self, exchange: Exchange, outcome: Outcome, policy: str) -> None:
         exchange.json = dict(outcome.body)
