@@ -4,7 +4,9 @@ read a file, and runs of repeated lines collapsed to one line and a count."""
 from __future__ import annotations
 
 import os
+import posixpath
 import re
+import shlex
 import subprocess
 import sys
 from collections import Counter
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from trioswap.optimizer.dedup import (
@@ -151,6 +153,15 @@ def test_file_reads(tool: str, arguments: Mapping[str, Any], expected: tuple[str
 )
 def test_not_file_reads(tool: str, arguments: Mapping[str, Any]) -> None:
     assert file_read(tool, arguments) is None
+
+
+@given(st.text(alphabet="ab. /'\"$|;&<>()\\\t-_~", min_size=1))
+def test_quoted_paths_read_as_the_shell_reads_them(path: str) -> None:
+    assume(not path.startswith("-") and path.strip(" \t"))
+    assert file_read("Bash", {"command": f"cat {shlex.quote(path)}"}) == (
+        posixpath.normpath(path),
+        "",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

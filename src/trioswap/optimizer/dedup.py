@@ -153,7 +153,7 @@ def _tokens(text: str) -> tuple[set[str], dict[str, int]]:
     tokens = set(lines)
     tokens.discard("")
     tags: dict[str, int] = {}
-    if len(tokens) < len(lines):
+    if len(tokens) < len(lines) - lines.count(""):  # a line repeats (blank lines do not count)
         repeated = {line: count for line, count in Counter(lines).items() if count > 1 and line}
         for line, count in repeated.items():
             tags.update((f"{line}\0{nth}", len(str(nth)) + 1) for nth in range(1, count))
@@ -210,12 +210,16 @@ _SHELLS = frozenset({"sh", "bash", "zsh", "dash"})
 _SCRIPT_FLAGS = frozenset({"-c", "-lc", "-cl"})
 _READERS = frozenset({"cat", "nl", "sed", "head", "tail"})
 _FIRST_WORDS = _READERS | _SHELLS
-# A piece of a simple shell word: bare characters, '…', or "…" without expansions or escapes.
-# Unquoted operators (pipes, lists, redirects, subshells), `$`, backslashes and newlines match
-# nothing, so a command holding one is not a single simple command we can read. A regular
-# expression rather than shlex, which reads character by character in Python: ~30 µs a command
-# against ~2 µs, on every request, for every shell call of the transcript.
-_WORD_PIECE = re.compile(r"""([ \t]+)|'([^']*)'|"([^"\\$`]*)"|([^\s'"\\$`|&;<>()]+)""")
+# Simple shell words, made of bare characters, '…', and "…" without expansions or escapes.
+# Unquoted operators (pipes, lists, redirects, subshells), `$`, backslashes and newlines fit no
+# piece, so a command holding one is not a single simple command we can read. Regular
+# expressions rather than shlex, which reads character by character in Python: ~30 µs a command
+# against ~3 µs, on every request, for every shell call of the transcript.
+# Possessive repeats: a failed match never retries other splits of the same characters.
+_PIECE = r"""'[^']*'|"[^"\\$`]*"|[^\s'"\\$`|&;<>()]++"""
+_WORD = re.compile(rf"(?:{_PIECE})++")
+_SIMPLE_COMMAND = re.compile(rf"{_WORD.pattern}(?:[ \t]++{_WORD.pattern})*+")
+_QUOTED = re.compile(r"""'([^']*)'|"([^"]*)"|([^'"]+)""")
 # Glob characters: such a path names no one file we can tell.
 _GLOB = re.compile(r"[*?\[{]")
 _SED_PRINT = re.compile(r"(\d+)(?:,(\d+|\$))?p")
@@ -307,11 +311,11 @@ def _lines(start: int, end: int | None) -> str:
 def _shell_read(command: object, workdir: str) -> tuple[str, str] | None:
     argv = _words(command)
     # Codex runs ["bash", "-lc", script]; the script is the command.
-    if argv and len(argv) == 3 and posixpath.basename(argv[0]) in _SHELLS:
+    if argv and len(argv) == 3 and argv[0].rpartition("/")[2] in _SHELLS:
         argv = _words(argv[2]) if argv[1] in _SCRIPT_FLAGS else None
     if not argv:
         return None
-    read = _command_read(posixpath.basename(argv[0]), argv[1:])
+    read = _command_read(argv[0].rpartition("/")[2], argv[1:])
     if read is None or _GLOB.search(read[0]):
         return None
     path, span = read
@@ -328,24 +332,17 @@ def _words(command: object) -> list[str] | None:
         return None
     script = command.strip()
     # Most commands are not reads, and their first word says so.
-    if posixpath.basename(script.split(None, 1)[0] if script else "") not in _FIRST_WORDS:
+    if (script.split(None, 1)[0] if script else "").rpartition("/")[2] not in _FIRST_WORDS:
         return None
-    words: list[str] = []
-    word: str | None = None
-    position = 0
-    for piece in _WORD_PIECE.finditer(script):
-        if piece.start() != position:  # a character that no piece matches
-            return None
-        position = piece.end()
-        if piece.lastindex == 1:  # blanks end a word
-            if word is not None:
-                words.append(word)
-            word = None
-        else:
-            word = (word or "") + piece.group(piece.lastindex)
-    if position != len(script):
+    if not _SIMPLE_COMMAND.fullmatch(script):
         return None
-    return words if word is None else [*words, word]
+    return [_unquoted(word) for word in _WORD.findall(script)]
+
+
+def _unquoted(word: str) -> str:
+    if "'" not in word and '"' not in word:
+        return word
+    return "".join(single or double or bare for single, double, bare in _QUOTED.findall(word))
 
 
 def _command_read(name: str, args: list[str]) -> tuple[str, str] | None:
