@@ -20,6 +20,7 @@ measures both on the running server; until then the defaults below over-count th
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import string
@@ -27,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import httpcore
@@ -35,7 +37,6 @@ from tokenizers import Tokenizer
 
 from trioswap.config import cmdline
 from trioswap.config.resolved import ModelConfig
-from trioswap.optimizer import gguf_vocab
 from trioswap.pipeline.count_tokens import post_json
 from trioswap.pipeline.upstream import TRANSPORT_ERRORS
 
@@ -376,7 +377,7 @@ class Counters:
         if model_file is not None:
             try:
                 return TokenizerCounter(
-                    gguf_vocab.load_tokenizer(model_file, self.cache_dir), "gguf"
+                    _gguf_vocab().load_tokenizer(model_file, self.cache_dir), "gguf"
                 )
             except (OSError, ValueError) as exc:
                 log.warning(
@@ -387,3 +388,9 @@ class Counters:
                     exc,
                 )
         return ServerCounter(model.id)
+
+
+def _gguf_vocab() -> ModuleType:
+    """`gguf_vocab`, imported when first needed (in a worker thread): the `gguf` package
+    imports numpy, which would add a fifth of a second to trioswap's start."""
+    return importlib.import_module("trioswap.optimizer.gguf_vocab")

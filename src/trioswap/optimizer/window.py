@@ -18,7 +18,6 @@ import trio
 
 from trioswap.config import cmdline
 from trioswap.config.resolved import ModelConfig
-from trioswap.optimizer import gguf_vocab
 
 log = logging.getLogger("trioswap.optimizer")
 
@@ -90,6 +89,9 @@ class Windows:
 
 def _read_context(model_id: str, path: str) -> int | None:
     try:
+        # Imported here, in a worker thread: see `tokens._gguf_vocab`.
+        from trioswap.optimizer import gguf_vocab
+
         return gguf_vocab.context_length(path)
     except (OSError, ValueError) as exc:
         log.warning("model %s: no context length from %s: %s", model_id, path, exc)
