@@ -523,6 +523,23 @@ def _current_text(item: Any, ref: TextRef) -> str:
     return value if isinstance(value, str) else ref.text
 
 
+# A near duplicate's pointer keeps at most this many lines the latest copy does not have.
+_ONLY_HERE_LINES = 40
+
+
+def _only_here(older: str, latest: str) -> str:
+    """The lines of a near duplicate that its latest copy lacks (a changed timing, one more
+    failure): a pointer would lose them, so they stay, in order."""
+    newer = set(latest.splitlines())
+    lines = [line for line in older.splitlines() if line.strip() and line not in newer]
+    if not lines:
+        return ""
+    shown = "\n".join(lines[:_ONLY_HERE_LINES])
+    more = len(lines) - _ONLY_HERE_LINES
+    tail = f"\n[… {more} more lines]" if more > 0 else ""
+    return f"; lines only in this copy:\n{shown}{tail}"
+
+
 def _deduplicate(work: _Work) -> None:
     """`always`: duplicate outputs become pointers to their latest copy; repeated lines are
     collapsed."""
@@ -550,6 +567,8 @@ def _deduplicate(work: _Work) -> None:
                 duplicate.kind, "an older read of the same file as"
             )
             pointer = f"[{_MARK}: {what} the output of call {latest}, further below]"
+            if duplicate.kind == "near":
+                pointer += _only_here(ref.text, refs[duplicate.latest][1].text)
             saved = work.set(index, with_text(work.items[index], ref.slot, pointer))
             work.actions.append(
                 Action("deduplicated", index, f"{duplicate.kind} of {latest}", saved)
