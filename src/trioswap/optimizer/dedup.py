@@ -106,6 +106,7 @@ class _Lines:
     # The lines, the k-th repeat of a line tagged "line\0k": a set that keeps the multiset.
     tokens: set[str]
     tags: dict[str, int]  # tagged repeat → length of its tag, so weights count the line alone
+    prefix: list[str]  # its rarest lines: a similar text shares one of them
 
 
 def _near_successors(last_text: Mapping[str, int], min_chars: int) -> dict[str, int]:
@@ -115,31 +116,31 @@ def _near_successors(last_text: Mapping[str, int], min_chars: int) -> dict[str, 
     with the lines of all texts in one order, two sets of sizes n and m with Jaccard ≥ t share a
     line among the first n - ceil(t·n) + 1 and m - ceil(t·m) + 1 of each, so only texts sharing
     a line in those prefixes are compared. The result is the same whatever the order; rarest
-    first keeps lines common to many texts out of the prefixes.
+    first keeps lines common to many texts out of the prefixes, and leaves most texts with only
+    lines no other text has there: nothing can be similar to those.
     """
-    texts = []
-    for text, position in last_text.items():
-        tokens, tags = _tokens(text)
-        if len(tokens) >= _NEAR_MIN_LINES:
-            texts.append(_Lines(text, position, tokens, tags))
+    split = {text: text.splitlines() for text in last_text}
     counts: Counter[str] = Counter()
-    for lines in texts:
-        counts.update(lines.tokens)
+    for lines in split.values():
+        counts.update(lines)
+    del counts[""]  # blank lines are not compared: as a missing key they count 0, never 1
     buckets: dict[str, list[_Lines]] = {}  # prefix line → newer texts, newest first
     successors: dict[str, int] = {}
-    for lines in sorted(texts, key=_position, reverse=True):
-        prefix = _prefix(lines.tokens, counts)
-        if prefix and len(lines.text) >= min_chars:
+    for text in sorted(split, key=last_text.__getitem__, reverse=True):
+        lines = _lines_of(text, last_text[text], split[text], counts)
+        if lines is None:
+            continue
+        if len(text) >= min_chars:
             # Nearest first: similar outputs come in runs (a command rerun after an edit), so
             # the first candidate tried is most often the answer; chains then reach the newest.
-            nearest = (reversed(buckets.get(token, ())) for token in prefix)
+            nearest = (reversed(buckets.get(token, ())) for token in lines.prefix)
             tried = None
             for candidate in merge(*nearest, key=_position):
                 if candidate is not tried and _similar(lines, candidate):
-                    successors[lines.text] = candidate.position
+                    successors[text] = candidate.position
                     break
                 tried = candidate
-        for token in prefix:
+        for token in lines.prefix:
             buckets.setdefault(token, []).append(lines)
     return successors
 
@@ -148,29 +149,30 @@ def _position(lines: _Lines) -> int:
     return lines.position
 
 
-def _tokens(text: str) -> tuple[set[str], dict[str, int]]:
-    lines = text.splitlines()
+def _lines_of(text: str, position: int, lines: list[str], counts: Counter[str]) -> _Lines | None:
+    """The text's lines and prefix; None when it is too small or no other text may be similar."""
+    size = len(lines) - lines.count("")
+    numerator, denominator = _NEAR
+    length = size - (numerator * size + denominator - 1) // denominator + 1
+    # Lines found once in all the texts come first in the order and cannot be shared.
+    unique = countOf(map(counts.__getitem__, lines), 1)
+    if size < _NEAR_MIN_LINES or unique >= length:
+        return None
     tokens = set(lines)
     tokens.discard("")
     tags: dict[str, int] = {}
-    if len(tokens) < len(lines) - lines.count(""):  # a line repeats (blank lines do not count)
+    if len(tokens) < size:
         repeated = {line: count for line, count in Counter(lines).items() if count > 1 and line}
         for line, count in repeated.items():
             tags.update((f"{line}\0{nth}", len(str(nth)) + 1) for nth in range(1, count))
         tokens.update(tags)
-    return tokens, tags
 
+    def rarity(token: str) -> int:  # a tagged repeat is as rare as its line
+        return counts[token[: -tags[token]] if token in tags else token]
 
-def _prefix(tokens: set[str], counts: Counter[str]) -> list[str]:
-    """The rarest lines of a text, as many as a similar text must share one of, less any that no
-    other text has (they cannot be shared)."""
-    numerator, denominator = _NEAR
-    length = len(tokens) - (numerator * len(tokens) + denominator - 1) // denominator + 1
-    unique = countOf(map(counts.__getitem__, tokens), 1)
-    if unique >= length:  # most texts: nothing can be similar to them
-        return []
     # Ties in rarity broken by the line itself: every text must see the same order.
-    return sorted(sorted(tokens), key=counts.__getitem__)[unique:length]
+    order = sorted(sorted(tokens), key=rarity if tags else counts.__getitem__)
+    return _Lines(text, position, tokens, tags, order[unique:length])
 
 
 def _similar(one: _Lines, other: _Lines) -> bool:
