@@ -61,8 +61,10 @@ def duplicates(outputs: Sequence[ToolOutput], min_chars: int = 200) -> dict[int,
     """Outputs that a later one supersedes: key → the newest copy.
 
     Never maps the newest copy itself, never maps to an older output, and chains resolve to the
-    newest (a→c, not a→b→c). Outputs shorter than `min_chars` are never superseded (a pointer
-    would not save anything), though they may supersede others.
+    newest (a→c, not a→b→c): each output steps to the newest later copy or reread of it, or to
+    the next near duplicate, and so on until an output that nothing supersedes. Outputs shorter
+    than `min_chars` are never superseded (a pointer would not save anything), though they may
+    supersede others.
     """
     texts = [output.text for output in outputs]
     reads = [file_read(output.tool, output.arguments) for output in outputs]
