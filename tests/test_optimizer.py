@@ -56,31 +56,39 @@ class ToolCall:
 @dataclass(frozen=True)
 class Step:
     """A user turn (`text`), or an assistant turn: thinking, text, then parallel tool calls,
-    whose results follow right after it."""
+    whose results follow right after it (`late`: the last result after a message "Waiting.")."""
 
     role: str
     text: str = ""
     calls: tuple[ToolCall, ...] = ()
     thinking: str = ""
+    late: bool = False
 
 
 def user(text: str) -> Step:
     return Step("user", text)
 
 
-def assistant(text: str = "", *calls: ToolCall, thinking: str = "") -> Step:
-    return Step("assistant", text, calls, thinking)
+def assistant(text: str = "", *calls: ToolCall, thinking: str = "", late: bool = False) -> Step:
+    return Step("assistant", text, calls, thinking, late)
 
 
 def call(id: str, output: str, name: str = "bash", **arguments: Any) -> ToolCall:
     return ToolCall(id, name, arguments or {"command": f"run {id}"}, output)
 
 
+WAITING = "Waiting."
+
+
 def render(
-    family: Family, steps: Sequence[Step], system: str | None = "You are a coding agent."
+    family: Family,
+    steps: Sequence[Step],
+    system: str | None = "You are a coding agent.",
+    merge: bool = False,
 ) -> Body:
     """A request body of `family` holding `steps`; the model's name and `max_tokens`/`stream`
-    besides, as clients send them."""
+    besides, as clients send them. `merge`: Anthropic user words right after tool results go
+    in the results' message, as Claude Code sends them."""
     body: Body = {"model": "m", "stream": True}
     if family == "chat":
         items = [{"role": "system", "content": system}] if system is not None else []
@@ -89,10 +97,15 @@ def render(
     if family == "anthropic":
         if system is not None:
             body["system"] = system
-        return {**body, "max_tokens": 1024, "messages": _anthropic_items(steps)}
+        return {**body, "max_tokens": 1024, "messages": _anthropic_items(steps, merge)}
     if system is not None:
         body["instructions"] = system
     return {**body, "input": [item for step in steps for item in _responses(step)]}
+
+
+def _split(step: Step) -> tuple[tuple[ToolCall, ...], tuple[ToolCall, ...]]:
+    """The calls whose results come right after the turn, and the one that comes late."""
+    return (step.calls[:-1], step.calls[-1:]) if step.late else (step.calls, ())
 
 
 def _chat(step: Step) -> list[Body]:
@@ -110,18 +123,26 @@ def _chat(step: Step) -> list[Body]:
             }
             for c in step.calls
         ]
-    results = [
-        {"role": "tool", "tool_call_id": c.id, "name": c.name, "content": c.output}
-        for c in step.calls
-    ]
-    return [message, *results]
+    now, late = _split(step)
+    items = [message, *map(_chat_result, now)]
+    if late:
+        items += [{"role": "assistant", "content": WAITING}, *map(_chat_result, late)]
+    return items
 
 
-def _anthropic_items(steps: Sequence[Step]) -> list[Body]:
+def _chat_result(c: ToolCall) -> Body:
+    return {"role": "tool", "tool_call_id": c.id, "name": c.name, "content": c.output}
+
+
+def _anthropic_items(steps: Sequence[Step], merge: bool) -> list[Body]:
     items: list[Body] = []
     for step in steps:
         if step.role == "user":
-            items.append({"role": "user", "content": step.text})
+            last = items[-1] if items else {}
+            if merge and last.get("role") == "user" and isinstance(last["content"], list):
+                last["content"].append({"type": "text", "text": step.text})
+            else:
+                items.append({"role": "user", "content": step.text})
             continue
         blocks: list[Body] = []
         if step.thinking:
@@ -133,9 +154,12 @@ def _anthropic_items(steps: Sequence[Step]) -> list[Body]:
             for c in step.calls
         ]
         items.append({"role": "assistant", "content": blocks})
-        if step.calls:
-            results = [_tool_result(c) for c in step.calls]
-            items.append({"role": "user", "content": results})
+        now, late = _split(step)
+        if now:
+            items.append({"role": "user", "content": [_tool_result(c) for c in now]})
+        if late:
+            items.append({"role": "assistant", "content": [{"type": "text", "text": WAITING}]})
+            items.append({"role": "user", "content": [_tool_result(c) for c in late]})
     return items
 
 
@@ -166,13 +190,7 @@ def _responses(step: Step) -> list[Body]:
             }
         )
     if step.text:
-        items.append(
-            {
-                "type": "message",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": step.text}],
-            }
-        )
+        items.append(_responses_text(step.text))
     items += [
         {
             "type": "function_call",
@@ -182,10 +200,23 @@ def _responses(step: Step) -> list[Body]:
         }
         for c in step.calls
     ]
-    items += [
-        {"type": "function_call_output", "call_id": c.id, "output": c.output} for c in step.calls
-    ]
+    now, late = _split(step)
+    items += map(_responses_result, now)
+    if late:
+        items += [_responses_text(WAITING), *map(_responses_result, late)]
     return items
+
+
+def _responses_text(text: str) -> Body:
+    return {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text}],
+    }
+
+
+def _responses_result(c: ToolCall) -> Body:
+    return {"type": "function_call_output", "call_id": c.id, "output": c.output}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,71 +529,30 @@ def test_a_lone_huge_task_is_cut_in_its_middle_not_deleted(family: Family) -> No
 # Units never split
 
 
-def late_result(family: Family, tag: str, lines: int) -> list[Body]:
-    """Two parallel calls whose second result comes after an assistant message."""
-    a, b = f"{tag}_a", f"{tag}_b"
-    first, second = output(lines, a), output(lines, b)
-    if family == "chat":
-        calls = [
-            {"id": i, "type": "function", "function": {"name": "bash", "arguments": "{}"}}
-            for i in (a, b)
-        ]
-        return [
-            {"role": "assistant", "content": None, "tool_calls": calls},
-            {"role": "tool", "tool_call_id": a, "content": first},
-            {"role": "assistant", "content": f"Waiting for {b}."},
-            {"role": "tool", "tool_call_id": b, "content": second},
-        ]
-    if family == "anthropic":
-        uses = [{"type": "tool_use", "id": i, "name": "bash", "input": {}} for i in (a, b)]
-        return [
-            {"role": "assistant", "content": uses},
-            {
-                "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": a, "content": first}],
-            },
-            {"role": "assistant", "content": [{"type": "text", "text": f"Waiting for {b}."}]},
-            {
-                "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": b, "content": second}],
-            },
-        ]
-    return [
-        {"type": "function_call", "call_id": a, "name": "bash", "arguments": "{}"},
-        {"type": "function_call", "call_id": b, "name": "bash", "arguments": "{}"},
-        {"type": "function_call_output", "call_id": a, "output": first},
-        {
-            "type": "message",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": f"Waiting for {b}."}],
-        },
-        {"type": "function_call_output", "call_id": b, "output": second},
-    ]
-
-
-def tangled(family: Family) -> Body:
+def tangled() -> list[Step]:
     """A session of parallel calls (three in a turn), results after an assistant message, user
     remarks, and outputs of every size."""
-    key = "input" if family == "responses" else "messages"
-    body = render(family, [user("Refactor the parser.")])
+    steps = [user("Refactor the parser.")]
     for turn in range(8):
         parallel = [
             call(f"p{turn}_{i}", output(3 + 40 * ((turn + i) % 3), f"p{turn}_{i}"))
             for i in range(3)
         ]
-        more = transcript(render(family, [assistant(f"Turn {turn}.", *parallel)], None), family)
-        more += late_result(family, f"l{turn}", 5 + 30 * (turn % 2))
-        more += transcript(render(family, [user(f"Remark {turn}.")], None), family)
-        body[key] = [*body[key], *more]
-    body[key] += transcript(render(family, [assistant("Done.")], None), family)
-    return body
+        late = [call(f"l{turn}_{i}", output(5 + 30 * (turn % 2), f"l{turn}_{i}")) for i in "ab"]
+        steps += [
+            assistant(f"Turn {turn}.", *parallel),
+            assistant("", *late, late=True),
+            user(f"Remark {turn}."),
+        ]
+    return [*steps, assistant("Done.")]
 
 
 @pytest.mark.parametrize("truncation", ["trim", "sliding_window"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_calls_and_results_are_never_parted(family: Family, truncation: str) -> None:
-    body = tangled(family)
+    body = render(family, tangled())
     assert problems(body, family, strict=False) == []
+    assert problems(body, family) != []  # results after an assistant message
     whole = optimize(body, family, Settings("off"), count).before
     dropped = 0
     for budget in range(200, whole, 97):
