@@ -252,11 +252,15 @@ def run_cell(kind: str, size: int, policy: str, bodies: list[Body], count: Count
             cell.facts += 1
             if marker in text:
                 cell.kept += 1
-            elif index in result.dropped:
+            elif index in result.dropped or result.edits.get(index) in TRIMMED:
                 cell.lost_dropped += 1
             else:
                 cell.lost_outside[f"{places[marker]} ({result.edits.get(index, 'kept')})"] += 1
     return cell
+
+
+# What a trim removes on purpose: an elided output or a cut middle is trimmed like a drop.
+TRIMMED = frozenset({"elided", "cut"})
 
 
 def quality(sizes: Sequence[int], turns: int, policies: Sequence[str], count: Count) -> list[Cell]:
@@ -620,7 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Sessions of {turns} turns; the budget is {BUDGET_SHARE:.0%} of the last turn's size. "
         "Counts are over all turns of a session (facts: planted facts x turns); a fact is kept "
         "when its marker line is still in the body, lost in dropped when the entry holding it "
-        "was dropped on purpose; a fact lost outside says where it was planted and what was "
+        "was trimmed on purpose (dropped, its output elided, its middle cut); "
+        "a fact lost outside says where it was planted and what was "
         "done to the entry holding it. ms: the second of two runs of each turn (counts warm). "
         "The naive window counts as the optimizer does.",
         "",

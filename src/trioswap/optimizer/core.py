@@ -528,8 +528,9 @@ _ONLY_HERE_LINES = 40
 
 
 def _only_here(older: str, latest: str) -> str:
-    """The lines of a near duplicate that its latest copy lacks (a changed timing, one more
-    failure): a pointer would lose them, so they stay, in order."""
+    """The lines of a near duplicate or an older read of a file that the latest copy lacks (a
+    changed timing, one more failure, a line since edited): a pointer would lose them, so they
+    stay, in order, marked as this copy's."""
     newer = set(latest.splitlines())
     lines = [line for line in older.splitlines() if line.strip() and line not in newer]
     if not lines:
@@ -567,7 +568,7 @@ def _deduplicate(work: _Work) -> None:
                 duplicate.kind, "an older read of the same file as"
             )
             pointer = f"[{_MARK}: {what} the output of call {latest}, further below]"
-            if duplicate.kind == "near":
+            if duplicate.kind != "exact":
                 pointer += _only_here(ref.text, refs[duplicate.latest][1].text)
             saved = work.set(index, with_text(work.items[index], ref.slot, pointer))
             work.actions.append(
