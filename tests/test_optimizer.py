@@ -1046,12 +1046,13 @@ def test_always_points_duplicate_outputs_and_old_file_reads_at_the_latest_copy(
     outcome = run(body, family, 10**6, "always")
     assert kinds(outcome) == {"deduplicated"} and not outcome.trimmed
     results = result_texts(outcome.body, family)
-    assert results == {
-        **result_texts(body, family),
-        "t1": "[trioswap: the same as the output of call t3, further below]",
-        "t2": "[trioswap: the same as the output of call t3, further below]",
-        "r1": "[trioswap: an older read of the same file as the output of call r2, further below]",
-    }
+    # An older read of a file points at the newest, with what only it said at most.
+    read = "[trioswap: an older read of the same file as the output of call r2, further below]"
+    assert results.pop("r1").startswith(read)
+    expected = result_texts(body, family)
+    del expected["r1"]
+    pointer = "[trioswap: the same as the output of call t3, further below]"
+    assert results == {**expected, "t1": pointer, "t2": pointer}
     # Every call stays as it was: only outputs are replaced.
     assert calls_with_arguments(outcome.body, family) == calls_with_arguments(body, family)
 
