@@ -181,7 +181,7 @@ def long_session(units: int) -> list[dict[str, object]]:
     return messages
 
 
-@pytest.mark.parametrize("policy", ["limit_only", "always", "off"])
+@pytest.mark.parametrize("policy", ["always", "off"])
 async def test_a_transcript_five_times_the_context_gets_an_answer(
     launch: LaunchFn, smollm2_config: str, policy: str
 ) -> None:
