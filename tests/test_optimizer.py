@@ -1285,3 +1285,107 @@ def test_the_system_prompt_and_images_count_in_anthropic_and_responses(family: F
     }
     by_hand = 16 + count(json.dumps(system)) + 8 + count("look") + 2 * IMAGE_TOKENS
     assert optimize(body, family, Settings("off"), count).before == by_hand
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by fuzz/fuzz_optimizer.py
+
+BIG = "word " * 3000
+
+
+@pytest.mark.parametrize(
+    ("family", "policy", "entries"),
+    [
+        # A transcript entry that is no object: it was taken for the task, and the note on
+        # dropped entries was added to it as to a message (`with_note`: str has no .get).
+        pytest.param(
+            "chat",
+            "limit_only",
+            [
+                "Hello.",
+                *transcript(
+                    render("chat", [assistant(BIG), user("More."), assistant("Ok.")], None), "chat"
+                ),
+            ],
+            id="chat-entry-no-object",
+        ),
+        pytest.param(
+            "responses",
+            "limit_only",
+            [
+                "Hello.",
+                *transcript(
+                    render("responses", [assistant(BIG), user("More."), assistant("Ok.")], None),
+                    "responses",
+                ),
+            ],
+            id="responses-entry-no-object",
+        ),
+        # A chat tool call whose `function` is no object (`_chat_entry`: str has no .get).
+        pytest.param(
+            "chat",
+            "limit_only",
+            [
+                {"role": "user", "content": "Go."},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "a", "function": "f"}],
+                },
+                {"role": "tool", "tool_call_id": "a", "content": "ok"},
+            ],
+            id="chat-function-no-object",
+        ),
+        # An Anthropic text block without its text: its slot was listed, and a cut looked it up
+        # (`_current_text`: KeyError 'text').
+        pytest.param(
+            "anthropic",
+            "limit_only",
+            [{"role": "user", "content": [{"type": "text"}, {"type": "text", "text": BIG}]}],
+            id="anthropic-text-block-without-text",
+        ),
+        # An Anthropic tool_use whose `input` is no object, under `always` (`dedup.file_read`:
+        # str has no .items).
+        pytest.param(
+            "anthropic",
+            "always",
+            [
+                {"role": "user", "content": "Go."},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "a", "name": "Read", "input": "a.py"}],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "a", "content": "x"}],
+                },
+            ],
+            id="anthropic-input-no-object",
+        ),
+    ],
+)
+def test_a_malformed_transcript_does_not_crash_the_optimizer(
+    family: Family, policy: str, entries: list[Any]
+) -> None:
+    # The optimizer runs before translation and before the model server sees the body: a body
+    # it cannot read is left to them to refuse (a 400), not turned into an internal error.
+    key = "input" if family == "responses" else "messages"
+    run({"model": "m", key: entries}, family, 500, policy, memory=Memory())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_always_never_makes_an_output_longer(family: Family) -> None:
+    # `always` rewrites outputs on every request, whatever the budget: a rewrite that saves
+    # nothing should not be made. A run of short repeated lines took more room as one line and
+    # a marker, and an older read of a file that the latest read shares no line with took more
+    # room as a pointer followed by all its lines ("lines only in this copy").
+    steps = [
+        user("Go."),
+        assistant("", call("a", "a\n" * 6 + "b\n" * 6, command="yes")),
+        assistant("", call("r1", output(20, "old"), "Read", file_path="/r/a.py")),
+        assistant("", call("r2", output(5, "new"), "Read", file_path="/r/a.py")),
+        assistant("Done."),
+    ]
+    outcome = run(render(family, steps), family, 10**6, "always")
+    assert [a for a in outcome.actions if a.saved <= 0] == []
+    assert outcome.after <= outcome.before
