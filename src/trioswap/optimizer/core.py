@@ -570,12 +570,21 @@ def _deduplicate(work: _Work) -> None:
             pointer = f"[{_MARK}: {what} the output of call {latest}, further below]"
             if duplicate.kind != "exact":
                 pointer += _only_here(ref.text, refs[duplicate.latest][1].text)
-            saved = work.set(index, with_text(work.items[index], ref.slot, pointer))
-            work.actions.append(
-                Action("deduplicated", index, f"{duplicate.kind} of {latest}", saved)
-            )
-            continue
+            if saved := _rewrite(work, index, ref, pointer):
+                detail = f"{duplicate.kind} of {latest}"
+                work.actions.append(Action("deduplicated", index, detail, saved))
+                continue
         collapsed, removed = dedup.collapse_repeats(ref.text)
-        if removed:
-            saved = work.set(index, with_text(work.items[index], ref.slot, collapsed))
+        if removed and (saved := _rewrite(work, index, ref, collapsed)):
             work.actions.append(Action("collapsed", index, f"{removed} repeated lines", saved))
+
+
+def _rewrite(work: _Work, index: int, ref: TextRef, text: str) -> int:
+    """Put `text` at `ref` if that makes the entry smaller (a pointer with the lines only its
+    copy had, or a collapsed run of short lines, may not); the tokens saved, 0 if not put."""
+    before = work.items[index]
+    saved = work.set(index, with_text(before, ref.slot, text))
+    if saved <= 0:
+        work.set(index, before)
+        return 0
+    return saved

@@ -124,7 +124,8 @@ class Transcript:
 
 def describe(family: Family, index: int, item: Any) -> Entry:
     if not isinstance(item, Mapping):
-        return Entry(index, "user", (), (), True)
+        # Not an entry any API has: kept as it is, for the server to refuse.
+        return Entry(index, "user", (), (), False)
     if family == "chat":
         return _chat_entry(index, item)
     if family == "anthropic":
@@ -207,6 +208,8 @@ def with_text(item: Any, slot: Slot, text: str) -> Any:
 def with_note(family: Family, item: Any, note: str) -> Any:
     """`item` (a user message) with `note` added after its own content, which stays as it was."""
     key = "content"
+    if not isinstance(item, Mapping):
+        return item
     content = item.get(key)
     if isinstance(content, str):
         return {**item, key: f"{content}\n\n{note}"}
@@ -245,7 +248,8 @@ def _chat_entry(index: int, item: Mapping[str, Any]) -> Entry:
     calls: list[Call] = []
     for call in item.get("tool_calls") or ():
         if isinstance(call, Mapping):
-            function = call.get("function") or {}
+            function = call.get("function")
+            function = function if isinstance(function, Mapping) else {}
             calls.append(
                 Call(
                     str(call.get("id", "")),
@@ -276,7 +280,11 @@ def _anthropic_entry(index: int, item: Mapping[str, Any]) -> Entry:
         kind = block.get("type")
         if kind in ("tool_use", "server_tool_use"):
             calls.append(
-                Call(str(block.get("id", "")), str(block.get("name", "")), block.get("input") or {})
+                Call(
+                    str(block.get("id", "")),
+                    str(block.get("name", "")),
+                    arguments_of(block.get("input")),
+                )
             )
         elif kind == "tool_result":
             call_id = str(block.get("tool_use_id", ""))
@@ -284,7 +292,8 @@ def _anthropic_entry(index: int, item: Mapping[str, Any]) -> Entry:
             texts.extend(_content_texts(block.get("content"), ("content", i, "content"), call_id))
         elif kind == "text":
             words = True
-            texts.append(TextRef(("content", i, "text"), str(block.get("text", ""))))
+            if isinstance(block.get("text"), str):
+                texts.append(TextRef(("content", i, "text"), block["text"]))
         elif kind in _IMAGE_TYPES:
             words = True
     return Entry(index, role, tuple(calls), tuple(answers), role == "user" and words, texts)
