@@ -136,7 +136,7 @@ class Result:
 
 
 Runner = Callable[[Body], Result]
-Summarize = Callable[[str, Body, Outcome], str]  # format, body, outcome -> summary
+Summarize = Callable[[str, Body, Outcome], str | None]  # format, body, outcome -> summary
 
 
 def stand_in_summary(kind: str, body: Body, outcome: Outcome) -> str:
@@ -178,9 +178,11 @@ def runner(kind: str, policy: str, budget: int, count: Count, summarize: Summari
             per_message=DEFAULT_PER_MESSAGE,
             per_request=DEFAULT_PER_REQUEST,
         )
-        if policy == "llm_assisted" and outcome.trimmed:
+        if policy == "llm_assisted" and outcome.trimmed and outcome.dropped:
             summary = summarize(kind, body, outcome)
-            outcome = with_summary(body, outcome, kind, summary, memory) or outcome
+            if summary is not None:
+                summarized = with_summary(outcome, kind, summary, count, DEFAULT_PER_MESSAGE)
+                outcome = summarized or outcome
         return Result(
             dict(outcome.body),
             outcome.before,
@@ -392,8 +394,10 @@ def llama_summarizer(client: httpx.Client, ctx: int) -> Summarize:
         reply.raise_for_status()
         return str(reply.json()["choices"][0]["message"]["content"])
 
-    def summarize(kind: str, body: Body, outcome: Outcome) -> str:
+    def summarize(kind: str, body: Body, outcome: Outcome) -> str | None:
         turns = dropped_turns(body, kind, outcome.dropped)
+        if not turns:
+            return None
         # SmolLM2 reads 2 to 4 characters per token: 2 leaves room for the instructions.
         chars = max(MIN_CHUNK_CHARS, (ctx - SUMMARY_TOKENS - 600) * 2)
         return trio.run(
