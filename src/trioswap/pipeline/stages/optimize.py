@@ -57,9 +57,10 @@ FAMILY_OF_PATH: dict[str, Family] = {
 }
 # The least margin, in tokens, however small the window.
 MIN_MARGIN = 32
-# A summary request's turns are sent in pieces of at most this share of the window (in
-# characters, about 3 per token, so a piece and the summary so far fit).
-SUMMARY_CHUNK_SHARE = 0.5
+# A summary request's turns are sent in pieces that fit the prompt budget with the summary so
+# far and the reply (both at most summaryMaxTokens), counted at 2 characters a token, fewer
+# than any tokenizer gives for text, and never less than this.
+MIN_SUMMARY_CHUNK = 1024
 
 
 def cache_dir() -> Path:
@@ -186,8 +187,8 @@ class Optimize:
                 max_tokens=self._settings.summary_max_tokens,
                 extensions=self._extensions[model.id],
             )
-            window = outcome.budget + outcome.budget // 3
-            chunk = max(1024, int(window * 3 * SUMMARY_CHUNK_SHARE))
+            room = outcome.budget - 2 * self._settings.summary_max_tokens
+            chunk = max(MIN_SUMMARY_CHUNK, 2 * room)
             started = time.monotonic()
             with trio.move_on_after(self._settings.summary_timeout) as scope:
                 try:
