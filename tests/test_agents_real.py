@@ -15,8 +15,8 @@ is raised to 32768: room for the CLIs' system prompts and tool definitions (abou
 Claude Code, 4.6k for Codex) and a few turns. `setParams` bounds the reply to its first line (a
 stop sequence, in both families' spelling), with 256 tokens as a backstop. A length cap alone is
 no bound here: both CLIs treat a reply cut by max_tokens as an error, and Claude Code asks again
-to continue it. On 2 cores a task takes about a minute, nearly all of it llama-server reading
-the prompt (about 80 tokens/s with `-t 1`).
+to continue it. On 2 cores a task takes about 40 s, nearly all of it llama-server reading the
+prompt (`-t 2 -tb 2`: both cores, since trioswap and the CLI only wait meanwhile).
 
 A 135M model never calls a tool, so tool calls are scripted: trioswap's responder calls the
 tool its prompt names, and answers with the tool's result once it comes back. The CLI runs the
@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTALLER = ROOT / "scripts" / "install-agent-clis"
 BIN = CACHE / "agents" / "node_modules" / ".bin"
 API_KEY = "agents-test-key"
-# One task against llama-server: its start (1 s), reading a ~4.5k-token prompt (about a minute
+# One task against llama-server: its start (1 s), reading a ~4.5k-token prompt (about 40 s
 # on 2 cores), a line of answer. Generous, for a loaded CI machine.
 TASK_TIMEOUT = 900.0
 PROMPT = "Say hello."
@@ -84,7 +84,7 @@ def smollm2_agent_config() -> str:
         macros:
           llama: >-
             {LLAMA_SERVER} --host 127.0.0.1 --port ${{PORT}} -m {MODEL}
-            -t 1 --parallel 1 --ctx-size 32768 --override-kv llama.context_length=int:32768
+            -t 2 -tb 2 --parallel 1 --ctx-size 32768 --override-kv llama.context_length=int:32768
             --alias ${{MODEL_ID}}
         models:
           smollm2-native:
