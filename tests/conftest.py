@@ -21,6 +21,9 @@ import httpx
 import pytest
 import trio
 
+from trioswap.config import ModelConfig
+from trioswap.config.reader import load
+
 READY_TIMEOUT = 30.0
 LISTEN_LINE = re.compile(r"trioswap listening on (http://\S+)")
 RESPONDER = f"{sys.executable} -m trioswap.responder"
@@ -211,3 +214,19 @@ async def read_stream_until(
                     break
                 text += chunk.decode(errors="replace")
     return text
+
+
+ModelFn = Callable[..., ModelConfig]
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> ModelFn:
+    """`model(cmd, extra_yaml)` → the ModelConfig a config file with that model resolves to."""
+
+    def make(cmd: str, extra: str = "") -> ModelConfig:
+        path = tmp_path / "config.yaml"
+        body = textwrap.indent(textwrap.dedent(extra), "    ")
+        path.write_text(f"models:\n  m:\n    cmd: {cmd}\n{body}")
+        return load(path).models["m"]
+
+    return make

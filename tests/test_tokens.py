@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,8 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tests.conftest import kill_group
-from trioswap.config.reader import load
+from tests.conftest import ModelFn, kill_group
 from trioswap.config.resolved import ModelConfig
 from trioswap.optimizer import gguf_vocab
 from trioswap.optimizer.tokens import (
@@ -202,20 +201,6 @@ async def test_prepare_counts_large_texts_off_the_loop(trained: Tokenizer) -> No
     assert counter.statistics().entries == 9
     assert [counter.count(t) for t in texts] == [len(ids(trained, t)) for t in texts]
     assert counter.statistics().misses == 0
-
-
-ModelFn = Callable[..., ModelConfig]
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> ModelFn:
-    def make(cmd: str, extra: str = "") -> ModelConfig:
-        path = tmp_path / "config.yaml"
-        body = textwrap.indent(textwrap.dedent(extra), "    ")
-        path.write_text(f"models:\n  m:\n    cmd: {cmd}\n{body}")
-        return load(path).models["m"]
-
-    return make
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:

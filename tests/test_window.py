@@ -3,8 +3,6 @@ the prompt budget; and the GGUF's context length, read once per file."""
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -12,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trioswap.config.reader import load
-from trioswap.config.resolved import ModelConfig
+from tests.conftest import ModelFn
 from trioswap.optimizer.window import (
     Window,
     Windows,
@@ -21,22 +18,6 @@ from trioswap.optimizer.window import (
     output_reserve,
     prompt_budget,
 )
-
-ModelFn = Callable[..., ModelConfig]
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> ModelFn:
-    """`model(cmd, extra_yaml)` → the ModelConfig a config file with that model resolves to."""
-
-    def make(cmd: str, extra: str = "") -> ModelConfig:
-        path = tmp_path / "config.yaml"
-        body = textwrap.indent(textwrap.dedent(extra), "    ")
-        path.write_text(f"models:\n  m:\n    cmd: {cmd}\n{body}")
-        return load(path).models["m"]
-
-    return make
-
 
 SERVER = "llama-server -m /models/x.gguf --port ${PORT}"
 CAPABILITIES = "capabilities:\n  context: 16384\n"
