@@ -131,7 +131,7 @@ def model_from_entry(entry: object, where: str) -> OllamaModel:
             raise ValueError(f"{where}: unknown key {key!r}; known: {', '.join(_ENTRY_FIELDS)}")
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ValueError(f"{where}: {key} must be a JSON {kind.__name__}, not {value!r}")
-    capabilities = entry.get("capabilities", ["completion", "tools"])
+    capabilities = entry.get("capabilities", OllamaModel.capabilities)
     if not all(isinstance(name, str) for name in capabilities):
         raise ValueError(f"{where}: capabilities must be a list of strings")
     try:

@@ -711,7 +711,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "num_ctx 8192, qwen2.5-coder:7b)",
     )
     parser.add_argument(
-        "--ollama-version", default=ollama.DEFAULT_VERSION, help="what /api/version says"
+        "--ollama-version",
+        default=ollama.DEFAULT_VERSION,
+        metavar="VERSION",
+        help="what /api/version says (default: %(default)s)",
     )
     parser.add_argument(
         "--ollama-default-ctx",
