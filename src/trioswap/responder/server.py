@@ -25,7 +25,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from trioswap.responder import chat, messages, responses
+from trioswap.responder import chat, messages, ollama, responses
 from trioswap.responder.replies import (
     KNOBS,
     Meta,
@@ -154,6 +154,7 @@ class Responder:
         grandchild_pid: int | None = None,
         apis: Iterable[str] = ("chat", "anthropic"),
         unserved_status: int = 404,
+        ollama_api: ollama.OllamaApi | None = None,
     ) -> None:
         self.model_id = model_id
         self.port = port
@@ -240,6 +241,12 @@ class Responder:
                 self.routes.update(routes)
             else:
                 self.unserved.update(routes)
+        self.ollama = ollama_api
+        if ollama_api is not None:
+            for path, answers in ollama_api.routes.items():
+                self.routes[path] = {
+                    method: self.ollama_handler(answer) for method, answer in answers.items()
+                }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -276,7 +283,16 @@ class Responder:
         if handler is None:
             allow = ", ".join(methods).encode()
             return await self.send_json(send, 405, METHOD_NOT_ALLOWED, [(b"allow", allow)])
+        if self.ollama is not None and path in ollama.MODEL_PATHS:
+            self.ollama.require(parse_json(body))
         return await handler(scope, body, receive, send)
+
+    def ollama_handler(self, answer: ollama.OllamaHandler) -> Handler:
+        async def handle(scope: Scope, body: bytes, receive: Receive, send: Send) -> int:
+            status, value = answer(body)
+            return await self.send_json(send, status, dumps(value))
+
+        return handle
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -678,6 +694,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "llama-server answers any path it lacks, or 405 Method Not Allowed with an empty Allow, "
         "as servers answer that know the path but serve no method there (default: 404)",
     )
+    parser.add_argument(
+        "--ollama",
+        action="store_true",
+        help="also speak Ollama's model listing API (/api/version, /api/tags, /api/show, /api/ps; "
+        "/v1/models lists the catalogue) and serve only the catalogue's models",
+    )
+    parser.add_argument(
+        "--ollama-models",
+        type=ollama.catalogue,
+        default=ollama.DEFAULT_MODELS,
+        metavar="SPEC",
+        help="the --ollama catalogue: a JSON file, a list of {name, family, parameter_size, "
+        "quantization_level, size, num_ctx, context_length, capabilities} of which only name is "
+        "required, or generate:N for N models model-0000:latest ... (default: llama3.2:3b with "
+        "num_ctx 8192, qwen2.5-coder:7b)",
+    )
+    parser.add_argument(
+        "--ollama-version",
+        default=ollama.DEFAULT_VERSION,
+        metavar="VERSION",
+        help="what /api/version says (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ollama-default-ctx",
+        type=int,
+        default=ollama.DEFAULT_CTX,
+        metavar="N",
+        help="the context /api/ps reports for loaded models without num_ctx (default: %(default)s)",
+    )
     opts = parser.parse_args(argv)
     if not opts.response_text:
         parser.error("--response-text must not be empty")
@@ -783,6 +828,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         grandchild_pid=grandchild_pid,
         apis=opts.apis,
         unserved_status=opts.unserved_status,
+        ollama_api=ollama.OllamaApi(
+            opts.ollama_models, version=opts.ollama_version, default_ctx=opts.ollama_default_ctx
+        )
+        if opts.ollama
+        else None,
     )
     code = trio.run(run, opts, app)
     # Skip interpreter teardown (tens of ms): a supervisor waiting for us to exit is waiting on it.
