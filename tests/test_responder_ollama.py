@@ -1,5 +1,6 @@
 """The responder's --ollama mode, a real process on port 0: the shapes of Ollama's listing routes,
-the catalogue from a JSON file or generated, and the OpenAI routes serving only its models."""
+the catalogue from a JSON file or generated, /api/show's tokenizer metadata from a GGUF file, and
+the OpenAI routes serving only its models, in the families the Ollama version serves."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,11 +18,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import gguf
 import httpx
 import pytest
 import trio
+from tokenizers import Tokenizer, models
 
-from trioswap.responder.ollama import catalogue
+from tests.test_tokens import SPECIALS, write_gguf
+from trioswap.responder.ollama import catalogue, families
 
 RESPONDER = (sys.executable, "-m", "trioswap.responder", "--port", "0", "--model-id", "ollama")
 OLLAMA = (*RESPONDER, "--ollama")
@@ -40,6 +45,12 @@ DETAILS_KEYS = {
 MESSAGES = [{"role": "user", "content": "hi"}]
 # One responder for the options that do not change what the other tests see.
 OPTIONS = ("--ollama-version", "0.13.0", "--apis", "chat,anthropic,responses")
+# A vocabulary small enough to compare whole: two merges, one special token.
+VOCAB = ["a", "b", "c", "ab", "abc", "<|im_end|>"]
+MERGES = [("a", "b"), ("ab", "c")]
+TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+# Go's router's answer for a path without a route.
+GIN_NOT_FOUND = "404 page not found"
 
 Serve = Callable[..., str]
 
@@ -103,8 +114,10 @@ def parameters(text: str) -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0], line.split(None, 1)[1]) for line in text.splitlines()]
 
 
-async def show(client: httpx.AsyncClient, name: str, key: str = "model") -> dict[str, Any]:
-    response = await client.post("/api/show", json={key: name})
+async def show(
+    client: httpx.AsyncClient, name: str, key: str = "model", **extra: object
+) -> dict[str, Any]:
+    response = await client.post("/api/show", json={key: name, **extra})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -163,7 +176,10 @@ async def test_show_answers_parameters_model_info_and_capabilities(serve: Serve)
     assert info["general.parameter_count"] == 3_200_000_000
     assert info["llama.context_length"] == 131072
     assert info["tokenizer.ggml.model"] == "gpt2"
+    assert info["tokenizer.ggml.pre"] == "llama-bpe"
+    assert list(info) == sorted(info)  # as Go writes a map
     assert qwen["model_info"]["qwen2.context_length"] == 32768
+    assert qwen["model_info"]["tokenizer.ggml.pre"] == "qwen2"
 
 
 async def test_show_refuses_unknown_and_missing_models(serve: Serve) -> None:
@@ -171,10 +187,71 @@ async def test_show_refuses_unknown_and_missing_models(serve: Serve) -> None:
         unknown = await client.post("/api/show", json={"model": "nope:1b"})
         missing = await client.post("/api/show", json={})
         garbled = await client.post("/api/show", content=b"{")
+        verbose = await client.post("/api/show", json={"model": LLAMA, "verbose": "yes"})
     assert unknown.status_code == 404
     assert unknown.json() == {"error": "model 'nope:1b' not found"}
     assert missing.status_code == 400 and missing.json() == {"error": "model is required"}
     assert garbled.status_code == 400 and isinstance(garbled.json()["error"], str)
+    assert verbose.status_code == 400 and isinstance(verbose.json()["error"], str)
+
+
+# -- /api/show's tokenizer metadata -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    vocab = {text: index for index, text in enumerate(VOCAB)}
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    write_gguf(path, Tokenizer(models.BPE(vocab=vocab, merges=MERGES)), pre="qwen2")
+    return path
+
+
+@pytest.fixture
+def gguf_catalogue(tiny_gguf: Path, tmp_path: Path) -> Path:
+    """A catalogue of a model with a copy of the tiny GGUF, one with a broken GGUF, one without."""
+    shutil.copy(tiny_gguf, tmp_path / "copy.gguf")
+    (tmp_path / "broken.gguf").write_bytes(b"not a gguf file")
+    entries = [
+        {"name": "tiny", "family": "qwen2", "gguf": "copy.gguf"},  # relative to the list
+        {"name": "broken", "gguf": str(tmp_path / "broken.gguf")},
+        {"name": "plain"},
+    ]
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+async def test_show_reports_a_gguf_files_tokenizer_verbose_in_full(
+    serve: Serve, gguf_catalogue: Path
+) -> None:
+    async with http(serve("--ollama-models", str(gguf_catalogue))) as client:
+        brief = (await show(client, "tiny"))["model_info"]
+        (gguf_catalogue.parent / "copy.gguf").unlink()  # read once, then kept
+        full = (await show(client, "tiny", verbose=True))["model_info"]
+        explicit = (await show(client, "tiny", verbose=False))["model_info"]
+        plain = (await show(client, "plain"))["model_info"]
+        plain_verbose = (await show(client, "plain", verbose=True))["model_info"]
+        broken = await client.post("/api/show", json={"model": "broken"})
+    assert full["tokenizer.ggml.tokens"] == VOCAB
+    assert full["tokenizer.ggml.merges"] == ["a b", "ab c"]
+    control, normal = gguf.TokenType.CONTROL, gguf.TokenType.NORMAL
+    assert full["tokenizer.ggml.token_type"] == [
+        control if text in SPECIALS else normal for text in VOCAB
+    ]
+    # Without verbose, Ollama elides the arrays: null, the rest as in full.
+    assert explicit == brief
+    assert {key: brief.pop(key) for key in TOKENIZER_ARRAYS} == dict.fromkeys(TOKENIZER_ARRAYS)
+    assert brief == {key: value for key, value in full.items() if key not in TOKENIZER_ARRAYS}
+    assert (brief["tokenizer.ggml.model"], brief["tokenizer.ggml.pre"]) == ("gpt2", "qwen2")
+    # The rest of model_info is the catalogue's.
+    assert (full["general.architecture"], full["qwen2.context_length"]) == ("qwen2", 131072)
+    # Without a GGUF file there are no arrays to show, verbose or not.
+    assert plain == plain_verbose
+    assert {key for key in plain if key.startswith("tokenizer.")} == {
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+    }
+    assert broken.status_code == 500 and "broken.gguf" in broken.json()["error"]
 
 
 async def test_ps_lists_models_once_a_request_names_them(serve: Serve) -> None:
@@ -282,6 +359,78 @@ async def test_other_families_check_the_model_too(serve: Serve) -> None:
     assert responses.status_code == 404
 
 
+# -- the families each version serves ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "served"),
+    [
+        ("0.12.6", {"chat"}),
+        ("0.13.2", {"chat"}),
+        ("0.13.3", {"chat", "responses"}),
+        ("0.13.10", {"chat", "responses"}),
+        ("0.14.0-rc1", {"chat", "responses", "anthropic"}),
+        ("1.0.0", {"chat", "responses", "anthropic"}),
+        # A build from source, or no version at all: the newest.
+        ("0.0.0", {"chat", "responses", "anthropic"}),
+        ("unknown", {"chat", "responses", "anthropic"}),
+    ],
+)
+def test_families_follow_the_version(version: str, served: set[str]) -> None:
+    assert families(version) == served
+
+
+async def statuses(client: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
+    responses = await client.post("/v1/responses", json={"model": LLAMA, "input": "hi"})
+    messages = await client.post(
+        "/v1/messages", json={"model": LLAMA, "max_tokens": 5, "messages": MESSAGES}
+    )
+    return responses, messages
+
+
+def assert_gin_404(response: httpx.Response) -> None:
+    assert response.status_code == 404
+    assert response.text == GIN_NOT_FOUND
+    assert response.headers["content-type"] == "text/plain"
+
+
+@pytest.mark.parametrize(
+    ("version", "responses_served", "messages_served"),
+    [("0.12.6", False, False), ("0.13.3", True, False), ("0.14.0", True, True)],
+)
+async def test_the_version_decides_the_families_served(
+    serve: Serve, version: str, responses_served: bool, messages_served: bool
+) -> None:
+    async with http(serve("--ollama-version", version)) as client:
+        responses, messages = await statuses(client)
+        count = await client.post("/v1/messages/count_tokens", json={"messages": MESSAGES})
+        chat = await client.post("/v1/chat/completions", json={"model": LLAMA, "messages": []})
+    assert chat.status_code == 200
+    for response, served in ((responses, responses_served), (messages, messages_served)):
+        if served:
+            assert response.status_code == 200 and response.json()["model"] == LLAMA
+        else:
+            assert_gin_404(response)
+    if not messages_served:
+        assert_gin_404(count)
+
+
+async def test_explicit_apis_win_over_the_version(serve: Serve) -> None:
+    async with http(serve("--ollama-version", "0.14.0", "--apis", "chat,anthropic")) as client:
+        responses, messages = await statuses(client)
+    assert messages.status_code == 200
+    assert_gin_404(responses)
+
+
+async def test_explicit_unserved_status_wins_over_ollamas_404(serve: Serve) -> None:
+    async with http(serve("--unserved-status", "404")) as client:
+        responses, _ = await statuses(client)
+        unknown = await client.get("/api/nothing")
+    assert responses.status_code == 404
+    assert responses.json()["error"]["message"] == "File Not Found"
+    assert_gin_404(unknown)  # a path of no family is Ollama's still
+
+
 async def test_without_ollama_the_routes_are_absent(serve: Serve) -> None:
     async with http(serve(ollama=False)) as client:
         tags = await client.get("/api/tags")
@@ -352,6 +501,8 @@ async def test_generated_catalogue_of_500(serve: Serve) -> None:
         ('[{"name": "a", "size": true}]', "size must be a JSON int"),
         ('[{"name": "a", "capabilities": [1]}]', "capabilities must be a list of strings"),
         ('[{"name": "a", "parameter_size": "big"}]', "parameter_size 'big'"),
+        ('[{"name": "a", "gguf": 1}]', "gguf must be a JSON str"),
+        ('[{"name": "a", "gguf": "missing.gguf"}]', "missing.gguf' is not a file"),
         ('[{"name": "a"}, {"name": "a:latest"}]', "must be unique"),
     ],
 )

@@ -6,8 +6,22 @@ OpenAI's shape, ``GET /v1/models`` listing the catalogue. The OpenAI generation 
 for models in the catalogue (``require``), and a model they name counts as loaded from then on:
 ``/api/ps`` lists it with its served context, its ``num_ctx`` parameter or the default.
 
-Every answer here is a decision on data in memory, so the handlers are plain functions from a
-request body to a status and a JSON value; the server sends them.
+``/api/show``'s ``model_info`` carries the ``tokenizer.ggml.*`` keys. A catalogue entry with a
+``gguf`` file takes all of them from that file's metadata (read on the first ``/api/show`` of
+it, then kept; arrays only under the names the ``gguf`` package knows): its arrays (``tokens``,
+``token_type``, ``merges``…) in full when the request says ``"verbose": true``, else null, as
+Ollama elides them. Without a ``gguf`` there are only
+``tokenizer.ggml.model`` and ``tokenizer.ggml.pre``: no arrays at all, in either mode, since
+null would claim arrays that ``verbose`` cannot produce.
+
+The OpenAI-compatible families served follow ``--ollama-version`` unless ``--apis`` is given
+(``families``). Paths without a route, those of unserved families included unless
+``--unserved-status`` is given, answer as Ollama's Go router does: ``404 page not found`` in plain
+text (``NOT_FOUND``).
+
+Every answer here is a decision on data in memory (a GGUF file's metadata is read once, in a
+fraction of a second even for real models), so the handlers are plain functions from a request
+body to a status and a JSON value; the server sends them.
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 
 from trioswap.responder.wire import JSON, RequestError, parse_json
@@ -41,6 +56,14 @@ _PARAMETER_SIZE = re.compile(r"(\d+(?:\.\d+)?)([KMBT])")
 _SCALE = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 # The OpenAI-shaped errors of Ollama's compatibility layer carry these two as null.
 _OPENAI_NULLS: JSON = {"param": None, "code": None}
+# What Ollama answers for a path it has no route for: gin's default, as text/plain.
+NOT_FOUND = b"404 page not found"
+# The Ollama release that first served each family beyond chat: /v1/responses, /v1/messages.
+FAMILY_SINCE = {"responses": (0, 13, 3), "anthropic": (0, 14, 0)}
+_RELEASE = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+TOKENIZER_PREFIX = "tokenizer.ggml."
+# `tokenizer.ggml.pre` for a catalogue model without a GGUF file, by family (else the family).
+_PRE_TYPES = {"llama": "llama-bpe"}
 
 Answer = tuple[int, object]
 OllamaHandler = Callable[[bytes], Answer]
@@ -52,6 +75,35 @@ def parameter_count(size: str) -> int:
     if match is None:
         raise ValueError(f"parameter_size {size!r} is not a number and K, M, B or T, e.g. '4.3B'")
     return round(float(match[1]) * _SCALE[match[2]])
+
+
+def families(version: str) -> frozenset[str]:
+    """The API families an Ollama of this version serves. A pre-release counts as its release
+    (0.14.0-rc1 as 0.14.0); a version without X.Y.Z numbers, or 0.0.0 (what a build from source
+    reports), as the newest: such a build has every family."""
+    match = _RELEASE.match(version)
+    release = tuple(int(n) for n in match.groups()) if match else (0, 0, 0)
+    newest = release == (0, 0, 0)
+    served = (family for family, since in FAMILY_SINCE.items() if newest or release >= since)
+    return frozenset({"chat", *served})
+
+
+@cache
+def gguf_tokenizer(path: str) -> JSON:
+    """The `tokenizer.ggml.*` keys of a GGUF file's metadata, arrays in full."""
+    # Imported here: gguf and tokenizers take long to import, and the responder starts fast.
+    from gguf import Keys
+
+    from trioswap.optimizer.gguf_vocab import read_metadata
+
+    # read_metadata skips arrays it is not asked for: ask for every tokenizer key gguf knows.
+    names = frozenset(
+        name
+        for name in vars(Keys.Tokenizer).values()
+        if isinstance(name, str) and name.startswith(TOKENIZER_PREFIX)
+    )
+    meta = read_metadata(path, names)
+    return {key: value for key, value in meta.items() if key.startswith(TOKENIZER_PREFIX)}
 
 
 def rfc3339(ns: int) -> str:
@@ -76,6 +128,7 @@ class OllamaModel:
     num_ctx: int | None = None  # the context it is served with; None: --ollama-default-ctx
     context_length: int = 131072  # the context it was trained for
     capabilities: tuple[str, ...] = ("completion", "tools")
+    gguf: str | None = None  # a GGUF file whose tokenizer metadata /api/show reports
 
     @property
     def digest(self) -> str:
@@ -94,6 +147,18 @@ class OllamaModel:
     def parameters(self) -> list[tuple[str, str]]:
         pairs = [("num_ctx", str(self.num_ctx))] if self.num_ctx is not None else []
         return [*pairs, *(("stop", token) for token in STOP_TOKENS)]
+
+    def tokenizer(self, verbose: bool) -> JSON:
+        if self.gguf is None:
+            return {
+                "tokenizer.ggml.model": "gpt2",
+                "tokenizer.ggml.pre": _PRE_TYPES.get(self.family, self.family),
+            }
+        meta = gguf_tokenizer(self.gguf)
+        if verbose:
+            return meta
+        # Ollama reads no array's items unless asked to be verbose: they come out null.
+        return {key: None if isinstance(value, list) else value for key, value in meta.items()}
 
 
 DEFAULT_MODELS = (
@@ -119,10 +184,12 @@ _ENTRY_FIELDS: dict[str, type] = {
     "num_ctx": int,
     "context_length": int,
     "capabilities": list,
+    "gguf": str,
 }
 
 
-def model_from_entry(entry: object, where: str) -> OllamaModel:
+def model_from_entry(entry: object, where: str, folder: Path = Path()) -> OllamaModel:
+    """A catalogue entry as a model; a relative `gguf` path is from `folder`, the catalogue's."""
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
         raise ValueError(f"{where}: each model is an object with a non-empty string `name`")
     for key, value in entry.items():
@@ -140,7 +207,13 @@ def model_from_entry(entry: object, where: str) -> OllamaModel:
         raise ValueError(f"{where}: {exc}") from None
     # About what Q4_K_M weights take, unless the entry says.
     size = entry.get("size", count * 5 // 8)
-    return OllamaModel(**{**entry, "size": size, "capabilities": tuple(capabilities)})
+    fields = {**entry, "size": size, "capabilities": tuple(capabilities)}
+    if "gguf" in entry:
+        gguf = folder / entry["gguf"]
+        if not gguf.is_file():
+            raise ValueError(f"{where}: gguf {str(gguf)!r} is not a file")
+        fields["gguf"] = str(gguf)
+    return OllamaModel(**fields)
 
 
 def catalogue(spec: str) -> tuple[OllamaModel, ...]:
@@ -158,7 +231,8 @@ def catalogue(spec: str) -> tuple[OllamaModel, ...]:
     if not isinstance(entries, list):
         raise argparse.ArgumentTypeError(f"{spec}: the model list must be a JSON list of objects")
     try:
-        models = tuple(model_from_entry(e, f"{spec} [{i}]") for i, e in enumerate(entries))
+        folder = Path(spec).parent
+        models = tuple(model_from_entry(e, f"{spec} [{i}]", folder) for i, e in enumerate(entries))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     names = [canonical(model.name) for model in models]
@@ -234,9 +308,16 @@ class OllamaApi:
         name = request.get("model") or request.get("name")  # `name`: the API's older spelling
         if not isinstance(name, str) or not name:
             return 400, {"error": "model is required"}
+        verbose = request.get("verbose", False)
+        if not isinstance(verbose, bool):
+            return 400, {"error": "verbose must be true or false"}
         model = self.models.get(canonical(name))
         if model is None:
             return 404, {"error": f"model '{name}' not found"}
+        try:
+            tokenizer = model.tokenizer(verbose)
+        except (OSError, ValueError) as exc:
+            return 500, {"error": f"{model.gguf}: {exc}"}
         lines = [f"{key:<{PARAMETER_KEY_WIDTH}} {value}" for key, value in model.parameters()]
         modelfile = "\n".join(
             [
@@ -247,19 +328,20 @@ class OllamaApi:
             ]
         )
         arch = model.family
+        info = {
+            "general.architecture": arch,
+            "general.file_type": 15,
+            "general.parameter_count": parameter_count(model.parameter_size),
+            "general.quantization_version": 2,
+            f"{arch}.context_length": model.context_length,
+            **tokenizer,
+        }
         return 200, {
             "modelfile": modelfile + "\n",
             "parameters": "\n".join(lines),
             "template": TEMPLATE,
             "details": model.details(),
-            "model_info": {
-                "general.architecture": arch,
-                "general.file_type": 15,
-                "general.parameter_count": parameter_count(model.parameter_size),
-                "general.quantization_version": 2,
-                f"{arch}.context_length": model.context_length,
-                "tokenizer.ggml.model": "gpt2",
-            },
+            "model_info": dict(sorted(info.items())),  # Go writes a map's keys sorted
             "capabilities": list(model.capabilities),
             "modified_at": rfc3339(self.modified_ns[canonical(name)]),
         }

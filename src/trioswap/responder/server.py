@@ -56,6 +56,7 @@ CRASH_EXIT_CODE = 3
 EMBEDDING_SIZE = 8
 WEBSOCKET_PATH = "/ws"
 API_FAMILIES = ("chat", "anthropic", "responses")
+DEFAULT_APIS = "chat,anthropic"
 # llama-server's answer for a path it has no route for (any method: cpp-httplib has no 405).
 NOT_FOUND = dumps({"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})
 METHOD_NOT_ALLOWED = error_body(405, "Method Not Allowed", "invalid_request_error")
@@ -153,7 +154,7 @@ class Responder:
         crash_after_chunks: int | None = None,
         grandchild_pid: int | None = None,
         apis: Iterable[str] = ("chat", "anthropic"),
-        unserved_status: int = 404,
+        unserved_status: int | None = None,  # None: as any path without a route
         ollama_api: ollama.OllamaApi | None = None,
     ) -> None:
         self.model_id = model_id
@@ -179,6 +180,7 @@ class Responder:
             (b"x-responder-port", str(port).encode()),
         ]
         self.json_headers = [(b"content-type", b"application/json"), *base_headers]
+        self.text_headers = [(b"content-type", b"text/plain"), *base_headers]
         self.sse_headers = [
             (b"content-type", b"text/event-stream"),
             (b"cache-control", b"no-cache"),
@@ -275,10 +277,14 @@ class Responder:
     ) -> int:
         methods = self.routes.get(path)
         if methods is None:
-            if path in self.unserved and self.unserved_status == 405:
+            unserved = self.unserved_status if path in self.unserved else None
+            if unserved == 405:
                 # An empty Allow: the resource exists but allows no method (RFC 9110 10.2.1).
                 return await self.send_json(send, 405, METHOD_NOT_ALLOWED, [(b"allow", b"")])
-            return await self.send_json(send, 404, NOT_FOUND)
+            # An explicit --unserved-status 404 answers as llama-server, even with --ollama.
+            if unserved == 404 or self.ollama is None:
+                return await self.send_json(send, 404, NOT_FOUND)
+            return await self.send_body(send, 404, ollama.NOT_FOUND, self.text_headers)
         handler = methods.get(method)
         if handler is None:
             allow = ", ".join(methods).encode()
@@ -347,15 +353,17 @@ class Responder:
     async def send_json(
         self, send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
     ) -> int:
+        return await self.send_body(send, status, body, [*self.json_headers, *headers])
+
+    @staticmethod
+    async def send_body(
+        send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]
+    ) -> int:
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [
-                    *self.json_headers,
-                    *headers,
-                    (b"content-length", str(len(body)).encode()),
-                ],
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
             }
         )
         await send_last(send, {"type": "http.response.body", "body": body})
@@ -679,20 +687,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--apis",
         type=api_families,
-        default="chat,anthropic",
         metavar="LIST",
         help="the API families served natively, comma separated: chat (chat completions, "
         "completions, embeddings, audio, images, /tokenize, /apply-template), anthropic "
-        "(/v1/messages and its count_tokens), responses (/v1/responses); default: %(default)s",
+        "(/v1/messages and its count_tokens), responses (/v1/responses); default: "
+        f"{DEFAULT_APIS}, or with --ollama those its --ollama-version serves",
     )
     parser.add_argument(
         "--unserved-status",
         type=int,
         choices=(404, 405),
-        default=404,
         help="how the paths of families left out of --apis answer: 404 File Not Found, as "
         "llama-server answers any path it lacks, or 405 Method Not Allowed with an empty Allow, "
-        "as servers answer that know the path but serve no method there (default: 404)",
+        "as servers answer that know the path but serve no method there (default: as any path "
+        "without a route: 404 File Not Found, or with --ollama Ollama's 404 page not found)",
     )
     parser.add_argument(
         "--ollama",
@@ -706,15 +714,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=ollama.DEFAULT_MODELS,
         metavar="SPEC",
         help="the --ollama catalogue: a JSON file, a list of {name, family, parameter_size, "
-        "quantization_level, size, num_ctx, context_length, capabilities} of which only name is "
-        "required, or generate:N for N models model-0000:latest ... (default: llama3.2:3b with "
-        "num_ctx 8192, qwen2.5-coder:7b)",
+        "quantization_level, size, num_ctx, context_length, capabilities, gguf} of which only "
+        "name is required (gguf: a GGUF file, relative to the list's folder, whose tokenizer.ggml "
+        "metadata /api/show reports), or generate:N for N models model-0000:latest ... "
+        "(default: llama3.2:3b with num_ctx 8192, qwen2.5-coder:7b)",
     )
     parser.add_argument(
         "--ollama-version",
         default=ollama.DEFAULT_VERSION,
         metavar="VERSION",
-        help="what /api/version says (default: %(default)s)",
+        help="what /api/version says, and unless --apis is given the families served: chat, "
+        "responses from 0.13.3, anthropic from 0.14.0; a version that is not X.Y.Z... or is "
+        "0.0.0 counts as the newest (default: %(default)s)",
     )
     parser.add_argument(
         "--ollama-default-ctx",
@@ -724,6 +735,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the context /api/ps reports for loaded models without num_ctx (default: %(default)s)",
     )
     opts = parser.parse_args(argv)
+    if opts.apis is None:
+        opts.apis = (
+            ollama.families(opts.ollama_version) if opts.ollama else api_families(DEFAULT_APIS)
+        )
     if not opts.response_text:
         parser.error("--response-text must not be empty")
     if opts.crash_after_chunks is not None and opts.crash_after_chunks < 0:
