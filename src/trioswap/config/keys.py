@@ -75,7 +75,8 @@ def planned_note(info: FieldInfo, annotation: Any) -> str | None:
 
 def check(node: Node, cls: type[Section], path: str, warn: Report) -> Node:
     """`node` (a mapping for `cls`) with unknown keys dropped and old spellings renamed. A key
-    with no value (null) is dropped too: it takes its default, as in llama-swap."""
+    with no value (null) is dropped too: it takes its default, as in llama-swap (a switch is
+    kept, as an empty section)."""
     if not isinstance(node.value, dict):
         return node  # validation reports the wrong type
     known = fields_by_key(cls)
@@ -90,10 +91,14 @@ def check(node: Node, cls: type[Section], path: str, warn: Report) -> Node:
             warn(child.line, where, f"deprecated: write {new!r} (llama-swap reads both)")
             key, where = new, f"{path}.{new}" if path else new
         if key not in known:
-            warn(child.line, where, "unknown key, ignored" + did_you_mean(key, list(known)))
+            # `x-…` keys hold YAML anchors (Compose's convention), so they are no typo.
+            hint = "" if key.startswith("x-") else did_you_mean(key, list(known))
+            warn(child.line, where, "unknown key, ignored" + hint)
             continue
         if child.value is None:
-            continue
+            if key not in cls.switches:
+                continue
+            child = Node({}, child.line)
         info, annotation = known[key]
         # An empty value is the default, which asks nothing of the feature.
         if (what := planned_note(info, annotation)) is not None and child.value not in EMPTY:

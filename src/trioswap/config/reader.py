@@ -218,14 +218,14 @@ def _read_root(
     validated = validate(File, document, problems)
     if validated is None:
         return None
-    resolver = Resolver(validated, document, problems, sources.names[0])
+    resolver = Resolver(validated, document, problems, sources.names[0], environ)
 
     def model_with_port(model_id: str, port: int) -> ModelConfig:
         node = macros.substitute_port(pre_port[model_id], port)
         again = Problems(sources)
         entry = validate(Model, node, again)
         assert entry is not None and not again.errors, "read once without problems"
-        return Resolver(validated, document, again, sources.names[0]).model(
+        return Resolver(validated, document, again, sources.names[0], environ).model(
             model_id, entry, port, model_with_port
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from trioswap.config.resolved import (
     Filters,
     GroupConfig,
     ModelConfig,
+    OllamaSettings,
     OptimizerSettings,
     PeerConfig,
     PeerTarget,
@@ -29,6 +30,7 @@ from trioswap.config.resolved import (
 )
 from trioswap.config.routing import check_routing
 from trioswap.config.yamlnodes import Node
+from trioswap.discovery.ollama_host import DEFAULT_ENDPOINT, ollama_endpoint
 
 if TYPE_CHECKING:
     from trioswap.config.reader import Problems
@@ -42,11 +44,19 @@ WithPort = Callable[[str, int], ModelConfig]
 
 
 class Resolver:
-    def __init__(self, file: schema.File, document: Node, problems: Problems, path: str) -> None:
+    def __init__(
+        self,
+        file: schema.File,
+        document: Node,
+        problems: Problems,
+        path: str,
+        environ: Mapping[str, str],
+    ) -> None:
         self.file = file
         self.document = document
         self.problems = problems
         self.path = path
+        self.environ = environ
         self.health_check_timeout = file.health_check_timeout
         if self.health_check_timeout < MIN_HEALTH_CHECK_TIMEOUT:
             self.warn(
@@ -89,6 +99,7 @@ class Resolver:
                 self.error(("apiKeys", i), "an API key must not be empty")
             elif any(c.isspace() for c in key):
                 self.error(("apiKeys", i), "an API key cannot contain spaces")
+        ollama = self.ollama()
         return Config(
             path=self.path,
             models=models,
@@ -124,8 +135,10 @@ class Resolver:
                 summary_timeout=f.optimizer.summary_timeout,
                 summary_max_tokens=f.optimizer.summary_max_tokens,
             ),
+            prompt_optimization=f.prompt_optimization,
+            ollama=ollama,
             warnings=tuple(self.problems.warnings),
-            document=self.resolved_document(models, groups),
+            document=self.resolved_document(models, groups, ollama),
         )
 
     def model(
@@ -308,6 +321,41 @@ class Resolver:
             node = node.value[part]
         return set(node.value) if isinstance(node.value, dict) else set()
 
+    def ollama(self) -> OllamaSettings | None:
+        """Discovery is on with an `ollama` key (unless `enabled: false`), or without one when
+        OLLAMA_HOST is set; the endpoint is the key's, else OLLAMA_HOST's, else the default."""
+        o = self.file.ollama
+        host = self.environ.get("OLLAMA_HOST", "").strip()
+        if o is None:
+            if not host:
+                return None
+            o = schema.Ollama()
+        if not o.enabled:
+            return None
+        endpoint, source = DEFAULT_ENDPOINT, "default"
+        if o.endpoint is not None:
+            try:
+                endpoint, source = ollama_endpoint(o.endpoint), "config"
+            except ValueError as exc:
+                self.error(("ollama", "endpoint"), _reason(exc))
+        elif host:
+            try:
+                endpoint, source = ollama_endpoint(host), "OLLAMA_HOST"
+            except ValueError as exc:
+                # The variable may be meant for other Ollama clients: not worth refusing to start.
+                self.problems.warn(
+                    None,
+                    "",
+                    f"the environment variable OLLAMA_HOST={host!r} is not an Ollama address "
+                    f"({_reason(exc)}): the default {DEFAULT_ENDPOINT} is used",
+                )
+        return OllamaSettings(
+            endpoint=endpoint,
+            refresh=float(o.refresh),
+            source=source,
+            timeouts=timeouts(schema.PeerTimeouts()),
+        )
+
     def peer(self, peer_id: str, p: schema.Peer) -> PeerConfig:
         return PeerConfig(
             id=peer_id,
@@ -361,7 +409,10 @@ class Resolver:
         return tuple(out)
 
     def resolved_document(
-        self, models: dict[str, ModelConfig], groups: dict[str, GroupConfig]
+        self,
+        models: dict[str, ModelConfig],
+        groups: dict[str, GroupConfig],
+        ollama: OllamaSettings | None,
     ) -> dict[str, Any]:
         """The file as trioswap understands it, in the file's own keys: defaults filled in,
         inherited values resolved, legacy keys moved to where they live now."""
@@ -392,7 +443,20 @@ class Resolver:
         if doc.pop("matrix", None) is not None and settings.get("matrix") is None:
             settings["matrix"] = self.file.matrix.model_dump(mode="json", by_alias=True)  # type: ignore[union-attr]
         doc.pop("groups", None)
+        if ollama is not None:
+            doc["ollama"] = {
+                "endpoint": ollama.endpoint,
+                "enabled": True,
+                "refresh": ollama.refresh,
+            }
+        elif self.file.ollama is None:
+            doc.pop("ollama")  # `ollama: null` would turn discovery on
         return doc
+
+
+def _reason(exc: ValueError) -> str:
+    # ollama_endpoint's messages name OLLAMA_HOST, which the file's key is not.
+    return str(exc).removeprefix("OLLAMA_HOST: ")
 
 
 def timeouts(t: schema.Timeouts) -> Timeouts:

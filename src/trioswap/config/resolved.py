@@ -119,6 +119,16 @@ class PeerTarget:
 
 
 @dataclass(frozen=True)
+class OllamaSettings:
+    """Discovery of a running Ollama's models (`ollama/<name>`)."""
+
+    endpoint: str  # base URL, no trailing slash: http://127.0.0.1:11434
+    refresh: float  # seconds between reads of its model list
+    source: str  # where the endpoint came from: "config", "OLLAMA_HOST" or "default"
+    timeouts: Timeouts
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     models: Mapping[str, ModelConfig]
@@ -149,6 +159,9 @@ class Config:
     # `/upstream/<model>/<rest>`: a `rest` any of these finds never starts the model.
     upstream_ignore_paths: tuple[re.Pattern[str], ...]
     optimizer: OptimizerSettings = OptimizerSettings()
+    # The global policy (schema's default); discovered models, which have no entry, use it.
+    prompt_optimization: str = "limit_only"
+    ollama: OllamaSettings | None = None  # None: discovery is off
     warnings: tuple[ConfigProblem, ...] = ()
     # The validated file, in the file's own key names: the source of `validate --json`.
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -119,6 +119,9 @@ class Section(BaseModel):
     )
     # Old spellings llama-swap still reads → the key they mean now.
     deprecated_keys: ClassVar[dict[str, str]] = {}
+    # Keys whose presence alone turns a feature on: written with no value they stay, as an empty
+    # section, where other null keys are dropped.
+    switches: ClassVar[frozenset[str]] = frozenset()
 
 
 class Timeouts(Section):
@@ -461,8 +464,25 @@ class Cors(Section):
     )
 
 
+class Ollama(Section):
+    """Discovery of a running Ollama's models, listed and routed as `ollama/<name>`."""
+
+    endpoint: str | None = Field(
+        None,
+        min_length=1,
+        description="Ollama's address in OLLAMA_HOST's forms: host, host:port, :port or an "
+        "http(s) URL (default: OLLAMA_HOST, else http://127.0.0.1:11434)",
+    )
+    enabled: bool = Field(True, description="false turns discovery off, even with OLLAMA_HOST set")
+    refresh: Duration = Field(
+        30, ge=1, description="how often Ollama's model list is read again (at least 1s)"
+    )
+
+
 class File(Section):
     """A trioswap (and llama-swap) config file."""
+
+    switches: ClassVar[frozenset[str]] = frozenset({"ollama"})
 
     strict: bool = Field(False, description="treat every warning as an error")
     health_check_timeout: float = Field(
@@ -582,6 +602,11 @@ class File(Section):
     )
     listen_backlog: int = Field(1024, ge=1, alias="listenBacklog")
     cors: Cors = Field(default_factory=Cors)
+    ollama: Ollama | None = Field(
+        None,
+        description="find a running Ollama's models; on when this key is present (even empty) "
+        "or OLLAMA_HOST is set",
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         alias="allowedHosts",
