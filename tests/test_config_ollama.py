@@ -119,11 +119,11 @@ def test_a_bad_ollama_host_not_used_is_not_reported(monkeypatch: pytest.MonkeyPa
     assert read("ollama:\n  enabled: false\n").ollama is None
 
 
-def test_ollama_gets_a_peers_default_timeouts() -> None:
-    top = "ollama: {}\npeers:\n  p:\n    proxy: http://lan:8080\n    models: [m]\n"
-    config = read(top)
+def test_ollama_gets_a_model_servers_default_timeouts() -> None:
+    # Ollama loads a model before it answers, as a model server starts: not a peer's 60 s.
+    config = read("ollama: {}\n")
     assert config.ollama is not None
-    assert config.ollama.timeouts == config.peers["p"].timeouts
+    assert config.ollama.timeouts == next(iter(config.models.values())).timeouts
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -185,6 +185,20 @@ async def test_unknown_models_and_bad_values_are_ignored_but_kept(
     assert saved["c"] == {"ctxSize": 1024}
 
 
+async def test_discovered_models_overrides_are_used_when_discovery_is_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "c.state.json"
+    path.write_text(state_text({"ollama/llama3.2:3b": {"promptOptimization": "always"}}))
+    with caplog.at_level(logging.WARNING, "trioswap.runtime"):
+        state = await RuntimeState.load(path, MODELS, "ollama/")
+    assert state.policy("ollama/llama3.2:3b") == "always"
+    assert not caplog.records
+    # With discovery off, the entry is an unknown model's: kept in the file, unused.
+    state = await RuntimeState.load(path, MODELS)
+    assert state.policy("ollama/llama3.2:3b") is None
+
+
 async def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     state = await RuntimeState.load(tmp_path / "file" / "c.state.json", MODELS)

@@ -16,6 +16,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from trioswap.config import Config, ModelConfig
+from trioswap.discovery.ollama import PREFIX as OLLAMA_PREFIX
+from trioswap.discovery.ollama import Ollama
 from trioswap.observe.logs import HubHandler, LogHub
 from trioswap.observe.timeformat import LogFormatter
 from trioswap.pipeline.loader import load_routes
@@ -98,7 +100,8 @@ async def run(
 ) -> None:
     """Serve until cancelled or until SIGINT/SIGTERM (see `shut_down`); then stop every model
     server. `state_file` keeps the runtime overrides (see `trioswap.runtime`)."""
-    runtime = await RuntimeState.load(state_file, config.models)
+    prefix = None if config.ollama is None else OLLAMA_PREFIX
+    runtime = await RuntimeState.load(state_file, config.models, prefix)
     hypercorn_config = HypercornConfig()
     loopback = is_loopback(listener)
     hypercorn_config.bind = [f"fd://{listener.detach()}"]
@@ -122,11 +125,21 @@ async def run(
 
             supervisor = Supervisor(config, logs, before_stop, runtime.launch)
             await nursery.start(supervisor.run)
+            ollama = None
+            if config.ollama is not None:
+                ollama = Ollama(config.ollama, config, pools)
+                await nursery.start(ollama.run)
             context = StageContext(
-                config=config, supervisor=supervisor, upstream_pools=pools, runtime=runtime
+                config=config,
+                supervisor=supervisor,
+                upstream_pools=pools,
+                runtime=runtime,
+                ollama=ollama,
             )
             routes = load_routes(context)
-            control = create_control_app(config, supervisor, logs, context.learned_apis, runtime)
+            control = create_control_app(
+                config, supervisor, logs, context.learned_apis, runtime, ollama
+            )
             control = require_key(UpstreamWebsockets(control, config, supervisor), config.api_keys)
             proxy = ProxyApp(
                 routes,

@@ -66,9 +66,9 @@ class ConfigError(TrioswapError):
 
 
 class ModelNotFound(TrioswapError):
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, where: str = "the config") -> None:
         self.model = clip(model)
-        super().__init__(f"model '{self.model}' is not in the config (see GET /v1/models)")
+        super().__init__(f"model '{self.model}' is not in {where} (see GET /v1/models)")
 
 
 class ModelStartError(TrioswapError):

@@ -145,8 +145,11 @@ class RuntimeState:
         self._writing = trio.Lock()
 
     @classmethod
-    async def load(cls, path: Path, models: Collection[str]) -> RuntimeState:
-        """The state in `path` for a config with `models`; problems are logged warnings."""
+    async def load(
+        cls, path: Path, models: Collection[str], discovered_prefix: str | None = None
+    ) -> RuntimeState:
+        """The state in `path` for a config with `models`, and models found at run time whose
+        ids start with `discovered_prefix` (Ollama's); problems are logged warnings."""
         state = cls(path)
         entries, problem = await trio.to_thread.run_sync(read_entries, path)
         if problem is not None:
@@ -160,7 +163,8 @@ class RuntimeState:
             state._keep_bad = True
         state._entries = entries
         for model_id, entry in entries.items():
-            if model_id not in models:
+            discovered = discovered_prefix is not None and model_id.startswith(discovered_prefix)
+            if model_id not in models and not discovered:
                 log.warning(
                     "runtime state file %s: model %r is not in the config: its overrides are "
                     "kept in the file, unused",

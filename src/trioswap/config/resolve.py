@@ -353,7 +353,8 @@ class Resolver:
             endpoint=endpoint,
             refresh=float(o.refresh),
             source=source,
-            timeouts=timeouts(schema.PeerTimeouts()),
+            # A local model server's, not a peer's: Ollama loads a model before it answers.
+            timeouts=timeouts(schema.Timeouts()),
         )
 
     def peer(self, peer_id: str, p: schema.Peer) -> PeerConfig:

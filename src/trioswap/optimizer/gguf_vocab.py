@@ -148,11 +148,16 @@ def load_tokenizer(path: str | os.PathLike[str], cache_dir: Path) -> Tokenizer:
     except Exception:
         pass  # not cached yet, or unreadable: build it again
     tokenizer = build_tokenizer(read_metadata(path, _VOCAB_ARRAYS))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=cache_dir, suffix=".tmp", delete=False) as out:
-        out.write(tokenizer.to_str())
-    os.replace(out.name, cached)
+    save_tokenizer(tokenizer, cached)
     return tokenizer
+
+
+def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
+    """Written whole or not at all: another trioswap may read the cache at the same time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as out:
+        out.write(tokenizer.to_str())
+    os.replace(out.name, path)
 
 
 def build_tokenizer(meta: dict[str, Any]) -> Tokenizer:

@@ -20,13 +20,15 @@ measures both on the running server; until then the defaults below over-count th
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import math
 import string
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -76,7 +78,9 @@ def estimate_tokens(text: str) -> int:
 
 
 class Counter(Protocol):
-    source: str  # "tokenizer" (tokenizer.json from config), "gguf", "server", "estimate"
+    # "tokenizer" (tokenizer.json from config), "gguf", "vocabulary" (Ollama's), "server",
+    # "estimate"
+    source: str
     per_message: int  # template overhead per message (role markers etc.)
     per_request: int  # fixed overhead per request (BOS, assistant prefix)
 
@@ -309,6 +313,21 @@ class Counters:
             getattr(model, "tokenizer", None),
             cmdline.model_file(model.cmd, model.env),
         )
+        return await self._get(key, partial(trio.to_thread.run_sync, self._build, model, key))
+
+    async def vocabulary_counter(
+        self,
+        model_id: str,
+        digest: str,
+        vocabulary: Callable[[], Awaitable[dict[str, Any] | None]],
+    ) -> Counter:
+        """The counter of a model whose server hands out its vocabulary (Ollama's verbose
+        /api/show, GGUF metadata keys) rather than counting: a tokenizer built from it, cached
+        on disk by the model's digest, else the estimate."""
+        key = (model_id, None, f"vocabulary:{digest}")
+        return await self._get(key, partial(self._from_vocabulary, model_id, digest, vocabulary))
+
+    async def _get(self, key: _Key, build: Callable[[], Awaitable[Counter]]) -> Counter:
         while key not in self._counters:
             building = self._building.get(key)
             if building is not None:
@@ -316,11 +335,36 @@ class Counters:
                 continue
             done = self._building[key] = trio.Event()
             try:
-                self._counters[key] = await trio.to_thread.run_sync(self._build, model, key)
+                self._counters[key] = await build()
             finally:
                 del self._building[key]
                 done.set()
         return self._counters[key]
+
+    async def _from_vocabulary(
+        self,
+        model_id: str,
+        digest: str,
+        vocabulary: Callable[[], Awaitable[dict[str, Any] | None]],
+    ) -> Counter:
+        name = hashlib.sha256(f"{model_id}\0{digest}".encode()).hexdigest()[:32]
+        cached = self.cache_dir / f"{name}.vocabulary.json"
+        try:
+            found = await trio.to_thread.run_sync(Tokenizer.from_file, str(cached))
+            return TokenizerCounter(found, "vocabulary")
+        except Exception:  # tokenizers raises plain Exceptions: not cached yet, or unreadable
+            pass
+        meta = await vocabulary()
+        if meta is not None:
+            try:
+                built = await trio.to_thread.run_sync(_from_vocabulary_file, model_id, meta, cached)
+                return TokenizerCounter(built, "vocabulary")
+            except ValueError as exc:
+                log.info("model %s: no tokenizer from its vocabulary: %s", model_id, exc)
+        log.info("model %s: no vocabulary to count with: estimating", model_id)
+        estimate = ServerCounter(model_id)
+        estimate.source = "estimate"
+        return estimate
 
     def server_counter(self, model_id: str) -> ServerCounter | None:
         """The model's server counter, when that is the source it counts with."""
@@ -388,6 +432,17 @@ class Counters:
                     exc,
                 )
         return ServerCounter(model.id)
+
+
+def _from_vocabulary_file(model_id: str, meta: dict[str, Any], cached: Path) -> Tokenizer:
+    """Runs in a worker thread."""
+    vocab = _gguf_vocab()
+    tokenizer: Tokenizer = vocab.build_tokenizer(meta)
+    try:
+        vocab.save_tokenizer(tokenizer, cached)
+    except OSError as exc:
+        log.info("model %s: cannot cache its tokenizer: %s", model_id, exc)
+    return tokenizer
 
 
 def _gguf_vocab() -> ModuleType:

@@ -19,6 +19,7 @@ from trioswap.protocols.errors import Headers
 from trioswap.supervisor import ModelServer
 
 if TYPE_CHECKING:
+    from trioswap.discovery.ollama import Discovered
     from trioswap.pipeline.loading import Progress
 
 
@@ -56,9 +57,11 @@ class Exchange:
     json: dict[str, Any] | None = None
     body_changed: bool = False
     model_name: str | None = None
-    # The local model's id; None for a peer's model (then `peer` is set).
+    # The local model's id; None for a peer's model (then `peer` is set) or a model a running
+    # Ollama serves (then `discovered` is).
     model_id: str | None = None
     peer: PeerRoute | None = None
+    discovered: Discovered | None = None
     # The path sent to the model server (bytes as they will go on the wire, before the query).
     upstream_path: bytes = b""
     server: ModelServer | None = None

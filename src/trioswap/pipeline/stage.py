@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from trioswap.config import Config
 from trioswap.pipeline.exchange import Exchange
@@ -11,6 +11,9 @@ from trioswap.pipeline.translation import LearnedApis
 from trioswap.pipeline.upstream import PoolFor
 from trioswap.runtime import RuntimeState
 from trioswap.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from trioswap.discovery.ollama import Ollama
 
 
 class Stage(Protocol):
@@ -32,3 +35,5 @@ class StageContext:
     learned_apis: LearnedApis = field(default_factory=LearnedApis)
     # The runtime overrides (policy, ctx size) and the latest optimization snapshots.
     runtime: RuntimeState = field(default_factory=RuntimeState)
+    # A running Ollama's models (`ollama:` in the config, or OLLAMA_HOST), else None.
+    ollama: Ollama | None = None

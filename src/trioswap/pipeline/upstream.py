@@ -187,12 +187,15 @@ def open_upstream_pool(
 
 @asynccontextmanager
 async def open_upstream_pools(config: Config) -> AsyncIterator[PoolFor]:
-    """A pool for each distinct socket setting among the config's models and peers."""
-    everyone: list[ModelConfig | PeerConfig] = [*config.models.values(), *config.peers.values()]
+    """A pool for each distinct socket setting among the config's models, peers and Ollama."""
+    everyone = [m.timeouts for m in config.models.values()]
+    everyone += [p.timeouts for p in config.peers.values()]
+    if config.ollama is not None:
+        everyone.append(config.ollama.timeouts)
     async with AsyncExitStack() as stack:
         pools: dict[SocketSettings, httpcore.AsyncConnectionPool] = {}
-        for upstream in everyone:
-            settings = socket_settings(upstream.timeouts)
+        for timeouts in everyone:
+            settings = socket_settings(timeouts)
             if settings not in pools:
                 pools[settings] = await stack.enter_async_context(open_upstream_pool(*settings))
         yield lambda timeouts: pools[socket_settings(timeouts)]

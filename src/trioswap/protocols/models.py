@@ -3,16 +3,20 @@
 Every listed model (and, with `includeAliasesInList`, every alias, `setParamsByID` names
 included) carries its name, description, `capabilities` rendered as llama-swap renders them
 (`architecture`, `capabilities`, `supported_parameters`, `context_length`, `meta.n_ctx`), its
-metadata under `meta.trioswap` with what the entry is (`type`: model, alias or peer) and a
-`status`. Peer models are listed as `peer/model`. Everything but the status is computed once.
+metadata under `meta.trioswap` with what the entry is (`type`: model, alias, peer or ollama)
+and a `status`. Peer models are listed as `peer/model`, a running Ollama's as `ollama/<name>`
+(read-only: Ollama manages them). Everything but the status and Ollama's models is computed
+once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from trioswap.config import Capabilities, Config, ModelConfig
+from trioswap.discovery.ollama import Discovered
 
 OWNER = "trioswap"
 # Fields the capabilities render at the top level; metadata keys of these names are dropped
@@ -119,3 +123,47 @@ def render_capabilities(caps: Capabilities) -> dict[str, Any]:
     if caps.context > 0:
         out["context_length"] = caps.context
     return out
+
+
+def ollama_entry(model: Discovered, loaded: bool, context: int, source: str) -> dict[str, Any]:
+    """A model a running Ollama serves: its `details` (family, parameter size, quantization)
+    and the context it is served with, marked external and read-only."""
+    details = model.details
+    internal = {
+        "type": "ollama",
+        "external": True,
+        "readOnly": True,
+        "ollamaName": model.name,
+        "digest": model.digest,
+        "size": model.size,
+        "modifiedAt": model.modified_at,
+        "format": details.get("format"),
+        "family": details.get("family"),
+        "families": details.get("families"),
+        "parameterSize": details.get("parameter_size"),
+        "quantization": details.get("quantization_level"),
+        "contextSource": source,
+    }
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": _created(model.modified_at),
+        "owned_by": "ollama",
+        "name": model.name,
+        "context_length": context,
+        "meta": {OWNER: internal, "n_ctx": context},
+        "status": {"value": "loaded" if loaded else "unloaded"},
+    }
+
+
+def _created(rfc3339: str) -> int:
+    """Unix seconds of Ollama's `modified_at` (RFC 3339 with nanoseconds), 0 if unreadable."""
+    try:
+        # Python reads at most microseconds: cut the fraction to six digits.
+        head, dot, rest = rfc3339.partition(".")
+        if dot:
+            digits = len(rest) - len(rest.lstrip("0123456789"))
+            rest = rest[: min(digits, 6)] + rest[digits:]
+        return int(datetime.fromisoformat(head + dot + rest).timestamp())
+    except ValueError:
+        return 0

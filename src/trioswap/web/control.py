@@ -27,6 +27,7 @@ from trioswap.auth import ApiKeys
 from trioswap.clip import clip
 from trioswap.config import Config, ModelConfig
 from trioswap.config.cmdline import ctx_size
+from trioswap.discovery.ollama import Ollama
 from trioswap.errors import (
     BadRequest,
     Forbidden,
@@ -48,7 +49,7 @@ from trioswap.protocols.errors import (
     new_request_id,
     status_of,
 )
-from trioswap.protocols.models import ModelList
+from trioswap.protocols.models import ModelList, ollama_entry
 from trioswap.runtime import RuntimeState, check_ctx_size, check_policy
 from trioswap.supervisor import ModelState, Supervisor
 from trioswap.web.asgi import ASGIApp, Receive, Scope, Send, answer_unread
@@ -138,6 +139,7 @@ def create_control_app(
     logs: LogHub,
     learned: LearnedApis,
     runtime: RuntimeState | None = None,
+    ollama: Ollama | None = None,
 ) -> QuartTrio:
     app = QuartTrio("trioswap", static_folder=None)
     if runtime is None:
@@ -200,7 +202,12 @@ def create_control_app(
     @app.get("/v1/models")
     @app.get("/models")  # llama-swap's too
     async def list_models() -> dict[str, object]:
-        return {"object": "list", "data": listing.data(loaded)}
+        data = listing.data(loaded)
+        if ollama is not None:
+            for found in ollama.models():
+                size, source = ollama.known_context(found)
+                data.append(ollama_entry(found, ollama.is_loaded(found), size, source))
+        return {"object": "list", "data": data}
 
     @app.get("/running")
     async def running() -> dict[str, object]:
@@ -225,6 +232,8 @@ def create_control_app(
                     "apis": api_modes(model, learned, status.generation),
                 }
             )
+        if ollama is not None:
+            out.extend(ollama_running(ollama))
         return {"running": out}
 
     async def unload(models: list[str] | None) -> dict[str, object]:
@@ -259,10 +268,13 @@ def create_control_app(
         return await unload([model_id])
 
     def local_model(name: str) -> ModelConfig:
-        """The model a path names (an id or an alias), which must be one of ours."""
+        """The model a path names (an id or an alias), which must be one of ours or Ollama's."""
         model_id = config.resolve(name)
         if model_id is not None:
             return config.models[model_id]
+        found = None if ollama is None else ollama.get(name)
+        if found is not None:
+            return found.config
         target = config.peer_target(name)
         if target is not None:
             raise BadRequest(
@@ -292,6 +304,11 @@ def create_control_app(
         }
 
     def ctx_view(model: ModelConfig) -> dict[str, object]:
+        found = None if ollama is None else ollama.get(model.id)
+        if found is not None:
+            assert ollama is not None
+            size, source = ollama.known_context(found)
+            return {"model": model.id, "ctxSize": size, "source": source, "readOnly": True}
         configured: int | None = ctx_size(model.cmd, model.env)
         source = None if configured is None else "cmd"
         if configured is None and model.capabilities and model.capabilities.context:
@@ -334,6 +351,11 @@ def create_control_app(
     async def set_ctx_size(name: str) -> dict[str, object]:
         # Saved first; the model's next start uses it, and a running one is started again.
         model = local_model(name)
+        if ollama is not None and ollama.get(model.id) is not None:
+            raise BadRequest(
+                f"model {model.id!r} is Ollama's, which sizes its context itself: set num_ctx "
+                "in its Modelfile (PARAMETER num_ctx), or OLLAMA_CONTEXT_LENGTH for ollama serve"
+            )
         try:
             size = check_ctx_size(await body_field("ctxSize"))
         except ValueError as exc:
@@ -369,6 +391,37 @@ def create_control_app(
         return Response((ui / "index.html").read_text(encoding="utf-8"), mimetype="text/html")
 
     return app
+
+
+def ollama_running(ollama: Ollama) -> list[dict[str, object]]:
+    """/running's entries for what Ollama says it has loaded (at its last listing)."""
+    out: list[dict[str, object]] = []
+    for found in ollama.models():
+        entry = ollama.loaded().get(found.name)
+        if entry is None:
+            continue
+        size, source = ollama.known_context(found)
+        out.append(
+            {
+                "model": found.id,
+                "state": "ready",
+                "external": "ollama",
+                "in_flight": None,
+                "waiting": 0,
+                "cmd": "",
+                "proxy": ollama.endpoint,
+                "name": found.name,
+                "description": "",
+                "pid": None,
+                "last_error": None,
+                "apis": dict(found.config.apis),
+                "ctxSize": size,
+                "ctxSource": source,
+                "sizeVram": entry.get("size_vram"),
+                "expiresAt": entry.get("expires_at"),
+            }
+        )
+    return out
 
 
 def _family(path: str) -> Family:

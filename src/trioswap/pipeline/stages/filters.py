@@ -1,5 +1,5 @@
 """`filters`: a model's `filters.stripParams`, `filters.setParams`, `filters.setParamsByID` and
-`useModelName`.
+`useModelName` (for a model a running Ollama serves, its Ollama name: `ollama/x` → `x`).
 
 Only the named fields change; every other field of the JSON body survives as the client sent it.
 When nothing applies the body is forwarded byte for byte. As in llama-swap, params are set at the
@@ -48,10 +48,16 @@ class Filters:
 
     async def __call__(self, exchange: Exchange) -> bool:
         body = exchange.json
-        key = exchange.model_id if exchange.peer is None else exchange.peer.name
-        if body is None or key is None:
+        if body is None:
             return False
-        plan = self._plans[key]
+        if exchange.discovered is not None:
+            plan = _plan(exchange.discovered.config)
+        elif exchange.peer is not None:
+            plan = self._plans[exchange.peer.name]
+        elif exchange.model_id is not None:
+            plan = self._plans[exchange.model_id]
+        else:
+            return False
         changed = False
         for name in plan.strip:
             if name in body:

@@ -10,6 +10,10 @@ that) and within `optimizer.summaryTimeout`. The response says what happened in
 `/api/model/<model>/prompt-optimization/latest`, and if the server still refuses the prompt for
 its size (llama-server's `exceed_context_size_error`), `stream` asks this stage once for a
 smaller one (`Exchange.shrink`).
+
+A model a running Ollama serves is optimized the same way, with the context Ollama serves it
+with (`discovery.ollama`) and the tokenizer its `show --verbose` metadata gives, else the
+estimate; its dropped turns are summarized by Ollama, which loads the model when asked.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import defaultdict
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from trioswap.config import ModelConfig
+from trioswap.discovery.ollama import PREFIX
 from trioswap.errors import PromptTooLong
 from trioswap.optimizer.core import (
     Memory,
@@ -77,25 +84,40 @@ class Optimize:
         self._pools = context.upstream_pools
         self._counters = Counters(cache_dir())
         self._windows = Windows()
-        self._memories = {m: Memory() for m in context.config.models}
-        self._summaries = {m: Summaries() for m in context.config.models}
+        self._ollama = context.ollama
+        # By model id: local ones, and those of Ollama's that requests named.
+        self._memories: defaultdict[str, Memory] = defaultdict(Memory)
+        self._summaries: defaultdict[str, Summaries] = defaultdict(Summaries)
         self._no_window: set[str] = set()
         self._extensions = {
             m.id: {"timeout": upstream_timeouts(m)} for m in context.config.models.values()
         }
+        if context.ollama is not None:
+            self._extensions[PREFIX] = {"timeout": upstream_timeouts(context.ollama.template)}
 
     async def __call__(self, exchange: Exchange) -> bool:
         family = FAMILY_OF_PATH.get(exchange.path)
         body = exchange.json
-        if family is None or body is None or exchange.model_id is None:
+        discovered = exchange.discovered
+        if family is None or body is None:
             return False
-        model = self._config.models[exchange.model_id]
+        if discovered is not None:
+            model = discovered.config
+        elif exchange.model_id is not None:
+            model = self._config.models[exchange.model_id]
+        else:
+            return False
         policy = self._runtime.policy(model.id) or model.prompt_optimization
         if policy == "off":
             return False
-        window = context_window(
-            model, self._runtime.ctx_size(model.id), await self._windows.gguf_context(model)
-        )
+        if discovered is not None:
+            assert self._ollama is not None
+            size, source = await self._ollama.context(discovered)
+            window: Window | None = Window(tokens=size, configured=size, source=source)
+        else:
+            window = context_window(
+                model, self._runtime.ctx_size(model.id), await self._windows.gguf_context(model)
+            )
         if window is None:
             if model.id not in self._no_window:
                 self._no_window.add(model.id)
@@ -105,7 +127,7 @@ class Optimize:
                     model.id,
                 )
             return False
-        counter = await self._counter(model, body, family)
+        counter = await self._counter(exchange, model, body, family)
         budget = self._budget(body, window)
         settings = Settings(
             policy,
@@ -128,7 +150,7 @@ class Optimize:
         except TooLong as exc:
             raise PromptTooLong(model.id, exc.tokens, exc.budget, window.tokens) from None
         if policy == "llm_assisted" and outcome.trimmed and outcome.dropped:
-            outcome = await self._summarized(model, body, family, outcome)
+            outcome = await self._summarized(exchange, model, body, family, counter, outcome)
         self._record(model, policy, window, counter, body, outcome)
         if outcome.changed:
             self._use(exchange, outcome, policy)
@@ -148,17 +170,38 @@ class Optimize:
         reserve = output_reserve(body, window.tokens, s.output_reserve, s.max_output_share)
         return prompt_budget(window, reserve, s.safety_margin, MIN_MARGIN)
 
+    def _extensions_of(self, model: ModelConfig) -> dict[str, Any]:
+        return self._extensions[PREFIX if model.id not in self._config.models else model.id]
+
+    def _running_proxy(self, exchange: Exchange, model: ModelConfig) -> str | None:
+        """Where the model's server answers now: Ollama always (it loads models when asked), a
+        local model's server only while it runs."""
+        if exchange.discovered is not None:
+            return model.proxy
+        if self._supervisor.state_of(model.id) is not ModelState.READY:
+            return None
+        return self._supervisor.statuses()[model.id].proxy
+
     async def _counter(
-        self, model: ModelConfig, body: Mapping[str, Any], family: Family
+        self, exchange: Exchange, model: ModelConfig, body: Mapping[str, Any], family: Family
     ) -> Counter:
         """The model's counter, with this body's texts counted ahead (off the event loop, or by
         the server's /tokenize while it runs, when that is what counts) and, while the server
         runs, the chat template's overhead measured."""
-        counter = await self._counters.counter(model)
-        ready = self._supervisor.state_of(model.id) is ModelState.READY
-        proxy = self._supervisor.statuses()[model.id].proxy if ready else model.proxy
         pool = self._pools(model.timeouts)
-        extensions = self._extensions[model.id]
+        extensions = self._extensions_of(model)
+        discovered = exchange.discovered
+        if discovered is not None:
+            assert self._ollama is not None
+            counter = await self._counters.vocabulary_counter(
+                model.id, discovered.digest, partial(self._ollama.vocabulary, discovered)
+            )
+            await counter.prepare(texts_of(body, family), pool, model.proxy, extensions)
+            return counter
+        counter = await self._counters.counter(model)
+        running = self._running_proxy(exchange, model)
+        ready = running is not None
+        proxy = running or model.proxy
         if ready:
             await self._counters.calibrate(model, pool, proxy, extensions)
         if ready or counter.source != "server":
@@ -166,11 +209,18 @@ class Optimize:
         return counter
 
     async def _summarized(
-        self, model: ModelConfig, body: Mapping[str, Any], family: Family, outcome: Outcome
+        self,
+        exchange: Exchange,
+        model: ModelConfig,
+        body: Mapping[str, Any],
+        family: Family,
+        counter: Counter,
+        outcome: Outcome,
     ) -> Outcome:
         """`outcome` with its dropped turns summarized by the model, if it is running and
         answers in time; else as it is (limit_only's trim)."""
-        if self._supervisor.state_of(model.id) is not ModelState.READY:
+        proxy = self._running_proxy(exchange, model)
+        if proxy is None:
             log.info("model %s: not running, so its dropped turns are not summarized", model.id)
             return outcome
         turns = dropped_turns(body, family, outcome.dropped)
@@ -179,13 +229,12 @@ class Optimize:
         summaries = self._summaries[model.id]
         summary = summaries.cached(turns)
         if summary is None:
-            proxy = self._supervisor.statuses()[model.id].proxy
             complete = open_completer(
                 self._pools(model.timeouts),
                 proxy,
                 model.use_model_name or model.id,
                 max_tokens=self._settings.summary_max_tokens,
-                extensions=self._extensions[model.id],
+                extensions=self._extensions_of(model),
             )
             room = outcome.budget - 2 * self._settings.summary_max_tokens
             chunk = max(MIN_SUMMARY_CHUNK, 2 * room)
@@ -212,7 +261,6 @@ class Optimize:
                 time.monotonic() - started,
             )
         assert summary is not None
-        counter = await self._counters.counter(model)
         summarized = with_summary(outcome, family, summary, counter.count, counter.per_message)
         if summarized is None:
             log.info(

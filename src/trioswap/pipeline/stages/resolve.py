@@ -1,5 +1,6 @@
 """`resolve`: find the model a request names and map aliases to the model id, or find the peer
-that serves it (see `pipeline.peers`; a local model or alias of the same name wins).
+that serves it (see `pipeline.peers`; a local model or alias of the same name wins), or the
+running Ollama that serves `ollama/<name>` (see `discovery.ollama`; local models and peers win).
 
 The model comes from the body: a multipart form field, a urlencoded form field, or JSON (parsed
 also when the client forgot the content type, and when `curl -d` labelled it a form); a body of
@@ -18,7 +19,8 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from trioswap.config import Config
-from trioswap.errors import BadRequest, ModelNotFound
+from trioswap.discovery.ollama import PREFIX, Discovered, Ollama
+from trioswap.errors import BadRequest, ModelNotFound, UpstreamConnectError
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.form import LATE_MODEL, FormBody, multipart_model
 from trioswap.pipeline.peers import PeerRoute, peer_routes
@@ -81,6 +83,7 @@ class Resolve:
     def __init__(self, context: StageContext) -> None:
         self._config = context.config
         self._peers = peer_routes(context.config)
+        self._ollama = context.ollama
         # What a form's model field becomes, by model id (peers' routes carry their own).
         self._form_names = {
             m.id: m.use_model_name for m in context.config.models.values() if m.use_model_name
@@ -106,16 +109,33 @@ class Resolve:
         exchange.model_name = name
         exchange.model_id = self._config.resolve(name)
         if exchange.model_id is None:
-            exchange.peer = _peer(self._peers, name)
+            exchange.peer = self._peers.get(name)
+            if exchange.peer is None:
+                exchange.discovered = await discovered(self._ollama, name)
         exchange.upstream_path = exchange.path.encode()
         if form is not None:
-            peer = exchange.peer
-            upstream_name = (
-                self._form_names.get(exchange.model_id) if peer is None else peer.use_model_name
-            )
+            if exchange.peer is not None:
+                upstream_name = exchange.peer.use_model_name
+            elif exchange.discovered is not None:
+                upstream_name = exchange.discovered.name
+            else:
+                upstream_name = self._form_names.get(exchange.model_id or "")
             if upstream_name is not None:
                 form.rename(upstream_name)
         return False
+
+
+async def discovered(ollama: Ollama | None, name: str) -> Discovered:
+    """The Ollama model `name` names; ModelNotFound when there is none, and a clear 502 when
+    Ollama itself does not answer."""
+    if ollama is None or not name.startswith(PREFIX):
+        raise ModelNotFound(name)
+    found = await ollama.find(name)
+    if found is not None:
+        return found
+    if ollama.up is False:
+        raise UpstreamConnectError(name, f"Ollama at {ollama.endpoint} is not reachable")
+    raise ModelNotFound(name, f"the config nor in the models of Ollama at {ollama.endpoint}")
 
 
 class ResolvePath:

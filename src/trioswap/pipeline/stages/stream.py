@@ -1,5 +1,5 @@
-"""`stream`: send the request to the model's server, or to the peer that serves the model, and
-stream the response back unbuffered.
+"""`stream`: send the request to the model's server, or to the peer or Ollama that serves the
+model, and stream the response back unbuffered.
 
 Status and headers go to the client as soon as the upstream's arrive, then every body chunk as it
 arrives. httpcore's connection pool (httpx's own transport) keeps upstream connections alive
@@ -101,12 +101,23 @@ class Stream:
             p.id: _route(p, pools, HOP_BY_HOP | CREDENTIALS, _credentials(p.api_key))
             for p in config.peers.values()
         }
+        # Ollama gets no credentials: the client's are for trioswap, and Ollama takes none.
+        self._ollama = (
+            None
+            if context.ollama is None
+            else _route(context.ollama.template, pools, HOP_BY_HOP | CREDENTIALS, [])
+        )
         self._learned = context.learned_apis
 
     async def __call__(self, exchange: Exchange) -> bool:
         peer = exchange.peer
         target: ModelConfig | PeerRoute
-        if peer is None:
+        if exchange.discovered is not None:
+            assert self._ollama is not None
+            target = exchange.discovered.config
+            proxy = target.proxy
+            route = self._ollama
+        elif peer is None:
             assert exchange.server is not None and exchange.model_id is not None
             target = exchange.server.config
             proxy = target.proxy

@@ -1,5 +1,6 @@
 """`swap`: take a lease on the model's server, starting it (and stopping what it conflicts
-with) if needed. The lease is held until the exchange ends. A peer's model needs none.
+with) if needed. The lease is held until the exchange ends. A peer's model needs none, nor does
+a model a running Ollama serves (Ollama loads and unloads its models itself).
 
 With `sendLoadingState`, a streaming request that has to wait for its model gets an event
 stream at once with progress in its API family (`pipeline/loading.py`): how long it has waited
@@ -30,7 +31,6 @@ class Swap:
     async def __call__(self, exchange: Exchange) -> bool:
         model_id = exchange.model_id
         if model_id is None:
-            assert exchange.peer is not None
             return False
         lease = self._supervisor.lease(model_id)
         if (

@@ -3,7 +3,8 @@ server as it is or as a chat completions request (see `pipeline/translation.py`)
 
 It runs after `filters`, so filters act on the body the client sent; keys a translator does not
 know (llama-server's `cache_prompt`, a setParams' `chat_template_kwargs`) go on to the chat
-request as they are. Peers get every request as the client sent it.
+request as they are. Peers get every request as the client sent it. A model a running Ollama
+serves goes native when its Ollama version serves the family, else translated.
 """
 
 from __future__ import annotations
@@ -90,10 +91,18 @@ class Translate:
     async def __call__(self, exchange: Exchange) -> bool:
         family = FAMILY_OF_PATH.get(exchange.path)
         body = exchange.json
-        if family is None or body is None or exchange.model_id is None:
+        if family is None or body is None:
             return False
-        mode = self._modes[exchange.model_id][family]
         codec = CODECS[family]
+        if exchange.discovered is not None:
+            # By Ollama's version (`discovery.ollama.api_modes`); count_tokens is trioswap's.
+            mode = exchange.discovered.config.apis[family]
+            if exchange.path in COUNT_PATHS:
+                mode = "translate"
+        elif exchange.model_id is not None:
+            mode = self._modes[exchange.model_id][family]
+        else:
+            return False
         if mode == "translate":
             translate(exchange, codec)
         elif mode == "auto":
