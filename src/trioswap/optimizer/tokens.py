@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import logging
 import math
+import os
 import string
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -292,6 +293,11 @@ async def measure_overhead(
 
 # A model's counter is for its id, `tokenizer:` file and model file.
 _Key = tuple[str, str | None, str | None]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trioswap" / "tokenizers"
 
 
 class Counters:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from trioswap.config import Config
+from trioswap.optimizer.tokens import Counters, default_cache_dir
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.translation import LearnedApis
 from trioswap.pipeline.upstream import PoolFor
@@ -35,5 +36,8 @@ class StageContext:
     learned_apis: LearnedApis = field(default_factory=LearnedApis)
     # The runtime overrides (policy, ctx size) and the latest optimization snapshots.
     runtime: RuntimeState = field(default_factory=RuntimeState)
+    # Each model's token counter, shared by every pipeline that optimizes (one tokenizer and
+    # one count cache per model, whichever API family asks).
+    counters: Counters = field(default_factory=lambda: Counters(default_cache_dir()))
     # A running Ollama's models (`ollama:` in the config, or OLLAMA_HOST), else None.
     ollama: Ollama | None = None

@@ -19,12 +19,10 @@ estimate; its dropped turns are summarized by Ollama, which loads the model when
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -42,7 +40,7 @@ from trioswap.optimizer.core import (
     with_summary,
 )
 from trioswap.optimizer.summary import Summaries, SummaryFailed, open_completer
-from trioswap.optimizer.tokens import Counter, Counters
+from trioswap.optimizer.tokens import Counter
 from trioswap.optimizer.transcript import Family, texts_of
 from trioswap.optimizer.window import Window, Windows, context_window, output_reserve, prompt_budget
 from trioswap.pipeline.exchange import Exchange
@@ -70,11 +68,6 @@ MIN_MARGIN = 32
 MIN_SUMMARY_CHUNK = 1024
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "trioswap" / "tokenizers"
-
-
 class Optimize:
     def __init__(self, context: StageContext) -> None:
         self._config = context.config
@@ -82,7 +75,7 @@ class Optimize:
         self._runtime = context.runtime
         self._supervisor = context.supervisor
         self._pools = context.upstream_pools
-        self._counters = Counters(cache_dir())
+        self._counters = context.counters
         self._windows = Windows()
         self._ollama = context.ollama
         # By model id: local ones, and those of Ollama's that requests named.
