@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -153,7 +153,12 @@ async def launch(tmp_path: Path) -> AsyncIterator[LaunchFn]:
     started: list[Trioswap] = []
     async with trio.open_nursery() as nursery:
 
-        async def start(config_text: str, *extra_args: str, wait: bool = True) -> Trioswap:
+        async def start(
+            config_text: str,
+            *extra_args: str,
+            wait: bool = True,
+            env: Mapping[str, str] | None = None,
+        ) -> Trioswap:
             path = tmp_path / f"config-{len(started)}.yaml"
             path.write_text(textwrap.dedent(config_text))
             process = await trio.lowlevel.open_process(
@@ -170,6 +175,7 @@ async def launch(tmp_path: Path) -> AsyncIterator[LaunchFn]:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                env=None if env is None else {**os.environ, **env},
             )
             instance = Trioswap(process, path)
             started.append(instance)
