@@ -94,14 +94,10 @@ def shared(serve: Serve, *args: str) -> Fake:
     return Fake(serve(*args))
 
 
-def config(
-    endpoint: str | None, refresh: str = "1", models: str | None = None, top: str = ""
-) -> str:
+def config(endpoint: str | None, refresh: str = "1", models: str = "", top: str = "") -> str:
     """A config reading Ollama at `endpoint` (None: no `ollama` key) every `refresh`, with these
-    `models` (by default one that no test starts: a config needs one, see the xfail below)."""
+    `models` (none by default: Ollama's alone make a config)."""
     key = "" if endpoint is None else f"ollama:\n  endpoint: {endpoint}\n  refresh: {refresh}\n"
-    if models is None:
-        models = f"models:\n  local:\n    cmd: {RESPONDER} --port ${{PORT}} --model-id local\n"
     return f"startPort: {random_start_port()}\n{top}{key}{models}"
 
 
@@ -483,16 +479,11 @@ async def test_ollama_host_alone_turns_discovery_on(
     assert (await chat(trioswap, f"ollama/{LLAMA}")).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config refused: 'models: at least one model (or peer) is required' even with the "
-    "ollama key (config/resolve.py Resolver.config)",
-)
 async def test_a_config_of_ollama_alone_serves_its_models(
     launch: LaunchFn, tmp_path: Path, serve: Serve
 ) -> None:
     fake = shared(serve)
-    trioswap = await start(launch, tmp_path, config(fake.url, models=""))
+    trioswap = await start(launch, tmp_path, config(fake.url))
     await wait_until(lambda: _contains(ollama_ids(trioswap), f"ollama/{LLAMA}"))
     assert (await chat(trioswap, f"ollama/{LLAMA}")).status_code == 200
 
@@ -501,7 +492,9 @@ async def test_enabled_false_wins_over_ollama_host(
     launch: LaunchFn, tmp_path: Path, serve: Serve
 ) -> None:
     fake = shared(serve)
-    text = config(None, top="ollama:\n  enabled: false\n")
+    # Discovery off, so the config needs a model of its own.
+    local = f"models:\n  local:\n    cmd: {RESPONDER} --port ${{PORT}} --model-id local\n"
+    text = config(None, top="ollama:\n  enabled: false\n", models=local)
     trioswap = await start(launch, tmp_path, text, env={"OLLAMA_HOST": fake.url})
     assert await ollama_ids(trioswap) == set()
     assert (await chat(trioswap, f"ollama/{LLAMA}")).status_code == 404

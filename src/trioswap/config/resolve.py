@@ -83,8 +83,9 @@ class Resolver:
 
     def config(self, ports: dict[str, int], with_port: WithPort) -> Config | None:
         f = self.file
-        if not f.models and not f.peers:
-            self.error(("models",), "at least one model (or peer) is required")
+        ollama = self.ollama()
+        if not f.models and not f.peers and ollama is None:
+            self.error(("models",), "at least one model (or peer, or ollama:) is required")
         models = {
             model_id: self.model(model_id, entry, ports.get(model_id), with_port)
             for model_id, entry in f.models.items()
@@ -99,7 +100,6 @@ class Resolver:
                 self.error(("apiKeys", i), "an API key must not be empty")
             elif any(c.isspace() for c in key):
                 self.error(("apiKeys", i), "an API key cannot contain spaces")
-        ollama = self.ollama()
         return Config(
             path=self.path,
             models=models,
