@@ -1413,12 +1413,12 @@ BAD_CONFIGS: list[Any] = [
     ),
     pytest.param(
         "logLevel: info\n",
-        [(1, "models", "at least one model (or peer) is required")],
+        [(1, "models", "at least one model (or peer, or ollama:) is required")],
         id="no-models",
     ),
     pytest.param(
         "models: {}\n",
-        [(1, "models", "at least one model (or peer) is required")],
+        [(1, "models", "at least one model (or peer, or ollama:) is required")],
         id="empty-models",
     ),
     pytest.param(
