@@ -1572,7 +1572,8 @@ class Driver:
         draining = self.drain_timeout > 0
         if w.closed:
             assert deadline is None
-        if w.starting or w.stopping:
+        # A forced unload is no operation: other models' ttls run on while it stops its own.
+        if w.starting or w.stopping - w.force_named:
             assert deadline is None or draining
         if deadline is not None:
             assert deadline > self.now, "an expired model or drain was left waiting"
@@ -1710,6 +1711,21 @@ def random_walk(driver: Driver, rng: random.Random, steps: int, shutdown_at: int
         elif event == "tick":
             driver.tick(dt or 1.0)
         driver.check()
+    driver.settle()
+
+
+def test_a_forced_stop_leaves_other_models_ttls_running() -> None:
+    """Found by SchedulerMachine: while a forced unload stops `a`, `d` (ready, idle) still has
+    its ttl deadline, since a forced stop is no operation."""
+    driver = Driver("mixed")
+    driver.request("a", 0.0)
+    driver.settle()
+    driver.request("d", 0.0)
+    driver.settle()
+    driver.unload({"a"}, force=True)
+    driver.check()
+    assert driver.world.stopping == {"a"}
+    assert driver.sched.next_deadline() is not None
     driver.settle()
 
 
