@@ -217,6 +217,30 @@ async def test_answers_go_out_whole_while_the_body_waits_unread(launch: LaunchFn
         assert answer.status == status, (path, answer)
 
 
+async def test_a_control_error_waits_for_the_body_and_keeps_the_connection(
+    launch: LaunchFn,
+) -> None:
+    # A client that sends its head and then (a moment later) its body, on a kept-alive
+    # connection, gets the answer and can send its next request on the same connection.
+    ts = await launch(config())
+    body = json.dumps({"policy": "always"}).encode()
+    request = (
+        b"POST /api/model/nope/prompt-optimization HTTP/1.1\r\nhost: localhost\r\n"
+        + f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+    )
+    with trio.fail_after(10):
+        stream = await connect(ts)
+        async with stream:
+            await stream.send_all(request)
+            with trio.move_on_after(0.5):  # the client's pause: an early answer would come now
+                early = await stream.receive_some(65536)
+                raise AssertionError(f"answered before the body arrived: {early[:80]!r}")
+            await stream.send_all(body + head("GET", b"/health"))
+            answers = await read_all(stream)
+    assert answers.startswith(b"HTTP/1.1 404"), answers[:200]
+    assert b"\r\n\r\nOK" in answers, answers[-200:]
+
+
 async def test_declared_body_over_the_limit_is_413_at_once(launch: LaunchFn) -> None:
     ts = await launch(config(top="maxRequestBodyMB: 1"))
     for path, family in ((b"/v1/chat/completions", "openai"), (b"/v1/messages", "anthropic")):

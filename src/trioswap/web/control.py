@@ -162,6 +162,13 @@ def create_control_app(
         log.log(level, "%s %s -> %d: %s", request_id, where, status, exc)
         return _error_response(exc, request_id, _family(request.path))
 
+    @app.before_request
+    async def read_the_body() -> None:
+        # Before any answer: one sent while the body is still arriving leaves the connection
+        # unusable (the next request cannot start), and hypercorn closes it without a word, so
+        # a client reusing it fails. Control bodies are small, and bounded like the rest.
+        await request.get_data()
+
     @app.errorhandler(TrioswapError)
     async def trioswap_error(exc: TrioswapError) -> Response:
         return error(exc)
