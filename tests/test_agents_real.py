@@ -12,11 +12,12 @@ request on) and `translate` (trioswap speaks chat completions to the server and 
 reply). The answer's quality is not the point, the exchange is. llama-server caps a slot at the
 model's training context (8192 for SmolLM2) unless `llama.context_length` is overridden, so it
 is raised to 32768: room for the CLIs' system prompts and tool definitions (about 4.1k tokens for
-Claude Code, 4.6k for Codex) and a few turns. `setParams` bounds the reply to its first line (a
-stop sequence, in both families' spelling), with 256 tokens as a backstop. A length cap alone is
-no bound here: both CLIs treat a reply cut by max_tokens as an error, and Claude Code asks again
-to continue it. On 2 cores a task takes about 40 s, nearly all of it llama-server reading the
-prompt (`-t 2 -tb 2`: both cores, since trioswap and the CLI only wait meanwhile).
+Claude Code, 4.6k for Codex) and a few turns. `setParams` bounds the reply to its first sentence
+or line (stop sequences, in both families' spelling), with 256 tokens as a backstop. A length
+cap alone is no bound here: both CLIs treat a reply cut by max_tokens as an error, and Claude
+Code asks again to continue it. On 2 cores a task takes about 40 s, nearly all of it
+llama-server reading the prompt (`-t 2 -tb 2`: both cores, since trioswap and the CLI only wait
+meanwhile).
 
 A 135M model never calls a tool, so tool calls are scripted: trioswap's responder calls the
 tool its prompt names, and answers with the tool's result once it comes back. The CLI runs the
@@ -93,8 +94,8 @@ def smollm2_agent_config() -> str:
             filters:
               setParams: &bounded
                 temperature: 0
-                stop_sequences: ["\\n"]
-                stop: ["\\n"]
+                stop_sequences: &stops ["\\n", ".", "!", "?"]
+                stop: *stops
                 max_tokens: 256
                 max_output_tokens: 256
           smollm2-translate:
