@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
@@ -26,6 +27,7 @@ from trioswap.observe.metrics import (
     error_kind,
 )
 from trioswap.observe.system import NVIDIA_SMI, ROCM_SMI, GpuTool, SystemStats
+from trioswap.supervisor.scheduler import ModelState
 
 ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages")
 PREFIXES = ("/upstream/",)
@@ -202,6 +204,23 @@ def test_swaps_and_optimizer_savings() -> None:
     assert value(m, saved, model="big", policy="always") == 1500
     assert value(m, saved, model="big", policy="sliding_window") == 7
     assert value(m, saved, model="big", policy="limit_only") is None
+
+
+async def test_transitions_time_swaps(autojump_clock: trio.testing.MockClock) -> None:
+    m = new_metrics()
+    m.transition("a", ModelState.STOPPED, ModelState.STARTING)
+    await trio.sleep(12)
+    m.transition("a", ModelState.STARTING, ModelState.READY)
+    m.transition("a", ModelState.READY, ModelState.STOPPING)
+    m.transition("a", ModelState.STOPPING, ModelState.STOPPED)
+    m.transition("a", ModelState.STOPPED, ModelState.STARTING)
+    await trio.sleep(3)
+    m.transition("a", ModelState.STARTING, ModelState.FAILED)
+    m.transition("a", ModelState.FAILED, ModelState.STARTING)
+    m.transition("a", ModelState.STARTING, ModelState.STOPPING)  # stopped while starting
+    assert value(m, "trioswap_swaps_total", model="a", result="ok") == 1
+    assert value(m, "trioswap_swaps_total", model="a", result="failed") == 1
+    assert value(m, "trioswap_swap_duration_seconds_sum", model="a") == 12
 
 
 def test_model_state_and_load_are_read_at_scrape_time() -> None:

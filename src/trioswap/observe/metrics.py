@@ -8,7 +8,8 @@ Every label value comes from a bounded set: models from the config and discovery
 `MAX_MODELS` distinct names the rest count as "other"), routes from the pipeline files (any
 other path is "other"), status codes 100-599, error kinds and optimizer policies from the
 fixed lists below. Model state, in-flight and queued requests are read from the supervisor's
-snapshot at scrape time, so nobody pushes changes. System and GPU gauges are the latest
+snapshot at scrape time, so nobody pushes changes; swaps are timed from its state transitions
+(`transition`, a `TransitionListener`). System and GPU gauges are the latest
 `SystemStats` sample, under llama-swap's metric names so its dashboards carry over.
 
 Token speeds are histograms, not summaries: Grafana's usual panels want `histogram_quantile`
@@ -22,6 +23,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
+import trio
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -161,6 +163,7 @@ class Metrics:
         self._routes = {path: path for path in routes}
         self._route_prefixes = tuple(sorted(route_prefixes, key=len, reverse=True))
         self._series: dict[str, _ModelSeries] = {}
+        self._starting: dict[str, float] = {}  # model → when its start began (trio's clock)
         self.requests = Counter(
             "trioswap_requests",
             "Inference requests answered, by model, route and HTTP status",
@@ -316,6 +319,16 @@ class Metrics:
         child.inc()
         if ok:
             series.swap_seconds.observe(max(seconds, 0.0))
+
+    def transition(self, model: str, old: str, new: str) -> None:
+        """A supervisor `TransitionListener`: times each start, from `starting` to `ready` (a
+        swap) or `failed` (a failed one); a start stopped before either is not a swap."""
+        if new == ModelState.STARTING:
+            self._starting[model] = trio.current_time()
+        elif old == ModelState.STARTING:
+            began = self._starting.pop(model, None)
+            if began is not None and new in (ModelState.READY, ModelState.FAILED):
+                self.observe_swap(model, trio.current_time() - began, new == ModelState.READY)
 
     def optimizer_saved(self, model: str, policy: str, tokens: int) -> None:
         """The optimizer made a prompt `tokens` smaller under `policy`."""
