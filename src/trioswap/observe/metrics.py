@@ -235,7 +235,9 @@ class Metrics:
             ("model", "policy"),
             registry=r,
         )
-        r.register(_ModelCollector(statuses))
+        self._statuses = statuses
+        self._model_collector = _ModelCollector()
+        r.register(self._model_collector)
         if system is not None:
             r.register(_SystemCollector(system))
         # trioswap's own CPU time, memory and open files, under the names every dashboard knows.
@@ -341,24 +343,31 @@ class Metrics:
             child = series.saved[label] = self.optimizer_saved_tokens.labels(series.model, label)
         child.inc(tokens)
 
-    def render(self, accept: str = "") -> tuple[bytes, str]:
+    async def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition for `GET /metrics` and its content type: Prometheus text, or
-        OpenMetrics when the scraper's `Accept` header asks for it."""
+        OpenMetrics when the scraper's `Accept` header asks for it.
+
+        The supervisor's statuses are read here, on trio's thread; the encoding (tens of
+        milliseconds for thousands of series) runs in a worker thread, so that streams keep
+        flowing meanwhile. The metrics' values are safe to read from there: prometheus_client
+        guards each with a lock."""
+        self._model_collector.statuses = dict(self._statuses())
         encode, content_type = choose_encoder(accept)
-        return encode(self.registry), content_type
+        return await trio.to_thread.run_sync(encode, self.registry), content_type
 
 
 class _ModelCollector(Collector):
-    """Each model's state (a gauge per state, 1 for the current one) and load, at scrape time."""
+    """Each model's state (a gauge per state, 1 for the current one) and load, from the
+    statuses `render` read as the scrape began."""
 
-    def __init__(self, statuses: Callable[[], Mapping[str, ModelSnapshot]]) -> None:
-        self._statuses = statuses
+    def __init__(self) -> None:
+        self.statuses: Mapping[str, ModelSnapshot] = {}
 
     def describe(self) -> Iterator[Metric]:
         return self._families({})
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._statuses())
+        return self._families(self.statuses)
 
     @staticmethod
     def _families(statuses: Mapping[str, ModelSnapshot]) -> Iterator[Metric]:
