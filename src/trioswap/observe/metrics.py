@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import trio
 from prometheus_client import (
@@ -106,7 +106,7 @@ class ModelSnapshot(Protocol):
     def waiting(self) -> int: ...
 
 
-def _known(value: float | None) -> bool:
+def _known(value: float | None) -> TypeGuard[float]:
     """A measurement to record: upstreams say "unknown" with None, -1, 0 or NaN alike."""
     return value is not None and value > 0 and math.isfinite(value)
 
