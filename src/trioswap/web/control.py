@@ -22,7 +22,6 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as HTTPMethodNotAllowed
 from werkzeug.exceptions import RequestTimeout as HTTPRequestTimeout
 
-from trioswap.assets import data_folder
 from trioswap.auth import ApiKeys
 from trioswap.clip import clip
 from trioswap.config import Config, ModelConfig
@@ -53,6 +52,7 @@ from trioswap.protocols.models import ModelList, ollama_entry
 from trioswap.runtime import RuntimeState, check_ctx_size, check_policy
 from trioswap.supervisor import ModelState, Supervisor
 from trioswap.web.asgi import ASGIApp, Receive, Scope, Send, answer_unread
+from trioswap.web.ui import register_ui
 
 OPEN_PATHS = frozenset({"/health"})
 # Paths under Anthropic's Messages API get their errors in its shape.
@@ -148,7 +148,6 @@ def create_control_app(
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_body
     app.config["BODY_TIMEOUT"] = config.request_body_timeout
     listing = ModelList(config, int(time.time()))
-    ui = data_folder("static_ui")
 
     def loaded(model: str) -> bool:
         return supervisor.state_of(model) not in _NOT_LOADED
@@ -393,10 +392,7 @@ def create_control_app(
             return error(ModelNotFound(name))
         return _log_stream(logs, model_id)
 
-    @app.get("/")
-    async def index() -> Response:
-        return Response((ui / "index.html").read_text(encoding="utf-8"), mimetype="text/html")
-
+    register_ui(app, config, supervisor, ollama)
     return app
 
 
