@@ -1,5 +1,6 @@
 """Command line: `trioswap [--config FILE] [--config-dir DIR] [--listen HOST:PORT]
-[--state-dir DIR]`, `trioswap validate [--strict] [--json] FILE` and `trioswap schema`."""
+[--state-dir DIR]`, `trioswap validate [--strict] [--json] FILE`, `trioswap schema` and
+`trioswap logs [--model M | --source S] [--url U] [--api-key K] [--no-history]`."""
 
 from __future__ import annotations
 
@@ -67,6 +68,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     validate.add_argument("--json", action="store_true", help="print the resolved config")
     sub.add_parser("schema", help="print the config file's JSON Schema")
+    logs = sub.add_parser("logs", help="tail a running trioswap's logs (reconnects on restart)")
+    which = logs.add_mutually_exclusive_group()
+    which.add_argument("--model", "-m", help="one model's log (an id or alias)")
+    which.add_argument("--source", default="all", help="all (default), proxy, upstream or a model")
+    logs.add_argument("--url", default=f"http://{DEFAULT_LISTEN}", help="trioswap's address")
+    logs.add_argument("--api-key", help="one of its apiKeys (default: $TRIOSWAP_API_KEY)")
+    logs.add_argument("--no-history", action="store_true", help="only lines from now on")
     return parser.parse_args(argv)
 
 
@@ -90,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return _print(json.dumps(json_schema(), indent=2))
     if args.command == "validate":
         return _validate(args)
+    if args.command == "logs":
+        from trioswap.logs_cli import main as logs_main
+
+        return logs_main(args.url, args.model or args.source, args.api_key, not args.no_history)
     demo = args.config is None and args.config_dir is None
     try:
         config = _load(args.config or (None if args.config_dir else demo_config_path()), args)

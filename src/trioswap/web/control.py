@@ -53,6 +53,7 @@ from trioswap.runtime import RuntimeState, check_ctx_size, check_policy
 from trioswap.supervisor import ModelState, Supervisor
 from trioswap.web.asgi import ASGIApp, Receive, Scope, Send, answer_unread
 from trioswap.web.ui import register_ui
+from trioswap.web.ws_logs import register_ws_logs
 
 OPEN_PATHS = frozenset({"/health"})
 # Paths under Anthropic's Messages API get their errors in its shape.
@@ -142,6 +143,7 @@ def create_control_app(
     ollama: Ollama | None = None,
 ) -> QuartTrio:
     app = QuartTrio("trioswap", static_folder=None)
+    register_ws_logs(app, config, logs)
     if runtime is None:
         runtime = RuntimeState()
     # Control routes take no real bodies; still, what Quart reads is bounded the same way.
