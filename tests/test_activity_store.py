@@ -401,8 +401,13 @@ async def test_memory_keeps_the_newest() -> None:
         # Pruning by id stays exact across batches.
         await add_all(store, [record()] * 3)
         assert [e["id"] for e in (await store.query({}))["data"]] == [15, 14, 13, 12, 11]
-    with pytest.raises(ValueError, match="at least one record"):
-        await ActivityStore.open(max_in_memory=0)
+    # metricsMaxInMemory: 0 keeps nothing: records get ids (captures are filed under them).
+    async with await ActivityStore.open(max_in_memory=0) as store:
+        stored = await add_all(store, [record()] * 3)
+        assert [r.id for r in stored] == [1, 2, 3]
+        assert (await store.query({}))["total"] == 0
+    with pytest.raises(ValueError, match="cannot keep -1"):
+        await ActivityStore.open(max_in_memory=-1)
 
 
 async def test_a_file_survives_restarts(tmp_path: Path) -> None:

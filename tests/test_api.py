@@ -347,15 +347,14 @@ async def test_connection_close_is_honoured_on_every_route(launch: LaunchFn) -> 
         assert received.startswith(b"HTTP/1.1 "), (path, received[:100])
 
 
-async def test_status_page(launch: LaunchFn) -> None:
+async def test_the_root_is_the_web_ui(launch: LaunchFn) -> None:
     ts = await launch(config())
     async with ts.client() as client:
         response = await client.get("/")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    # The page drives these endpoints; they are tested above.
-    for path in ("/v1/models", "/running", "/logs/stream", "/models/unload"):
-        assert path in response.text
+        page = await client.get("/ui/")
+    assert response.status_code == 302 and response.headers["location"] == "/ui/"
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'data-testid="models-table"' in page.text
 
 
 async def test_requests_over_the_concurrency_limit_wait_their_turn(launch: LaunchFn) -> None:

@@ -624,7 +624,7 @@ async def test_clients_that_are_not_browsers_work_everywhere(launch: LaunchFn) -
         response = await client.post("/v1/messages", json=chat | {"max_tokens": 5})
         assert response.status_code == 200
         assert (await client.get("/upstream/m/props")).status_code == 200
-        for path in ("/running", "/v1/models", "/logs", "/", "/health"):
+        for path in ("/running", "/v1/models", "/logs", "/ui/", "/health"):
             assert (await client.get(path)).status_code == 200, path
         response = await client.post("/models/unload", json={})
         assert response.status_code == 200

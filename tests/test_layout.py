@@ -21,7 +21,7 @@ def test_editable_checkout_reads_the_top_level_folders() -> None:
         assert Path(str(data_folder(name))) == ROOT / name
     assert (data_folder("config") / "demo.yaml").is_file()
     assert (data_folder("pipelines") / "openai.yaml").is_file()
-    assert (data_folder("static_ui") / "index.html").is_file()
+    assert (data_folder("static_ui") / "templates" / "base.html").is_file()
 
 
 def test_unknown_folder_is_refused() -> None:
@@ -42,7 +42,7 @@ async def test_an_installed_wheel_ships_and_finds_them(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("config/demo.yaml", "config/example.yaml", "pipelines/openai.yaml"):
         assert f"trioswap/_data/{name}" in names
-    assert "trioswap/_data/static_ui/index.html" in names
+    assert "trioswap/_data/static_ui/templates/base.html" in names
 
     # Installed somewhere else, the package finds its own copies, not this checkout's.
     target = tmp_path / "site"

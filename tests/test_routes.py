@@ -457,8 +457,8 @@ async def test_unknown_paths_are_json_404s_naming_the_path(launch: LaunchFn) -> 
         response = await client.get("/v1/" + "x" * 5000)
         assert response.status_code == 404
         assert "more characters" in response.json()["error"]["message"]
-        # The status page stays a page.
-        response = await client.get("/")
+        # The web UI stays a page.
+        response = await client.get("/ui/")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
     assert await ts.running() == {}

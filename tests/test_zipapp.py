@@ -55,7 +55,7 @@ async def test_zipapp_builds_and_serves_the_demo(tmp_path: Path) -> None:
                 "/v1/chat/completions", json={"model": "beta", "messages": []}
             )
             # The UI comes from the zipapp's own copy of static_ui/.
-            page = await client.get("/")
+            page = await client.get("/ui/")
         assert response.status_code == 200
         assert response.json()["responder"]["model_id"] == "beta"
         assert page.status_code == 200 and "<html" in page.text.lower()

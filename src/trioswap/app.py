@@ -18,9 +18,16 @@ from hypercorn.trio import serve
 from trioswap.config import Config, ModelConfig
 from trioswap.discovery.ollama import PREFIX as OLLAMA_PREFIX
 from trioswap.discovery.ollama import Ollama
+from trioswap.observe.activity import MEMORY, ActivityStore
+from trioswap.observe.captures import CaptureRing
+from trioswap.observe.events import EventHub
+from trioswap.observe.inflight import InflightRegistry
 from trioswap.observe.logs import HubHandler, LogHub
+from trioswap.observe.metrics import Metrics
+from trioswap.observe.observability import Observability
+from trioswap.observe.system import SystemStats
 from trioswap.observe.timeformat import LogFormatter
-from trioswap.pipeline.loader import load_routes
+from trioswap.pipeline.loader import RouteTable, load_routes
 from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.upstream import close_idle_connections, open_upstream_pools
 from trioswap.runtime import RuntimeState
@@ -96,10 +103,12 @@ async def run(
     listener: socket.socket,
     logs: LogHub,
     state_file: Path,
+    activity: ActivityStore,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled or until SIGINT/SIGTERM (see `shut_down`); then stop every model
-    server. `state_file` keeps the runtime overrides (see `trioswap.runtime`)."""
+    server. `state_file` keeps the runtime overrides (see `trioswap.runtime`); `activity` (see
+    `open_activity`) is closed on the way out."""
     prefix = None if config.ollama is None else OLLAMA_PREFIX
     runtime = await RuntimeState.load(state_file, config.models, prefix)
     hypercorn_config = HypercornConfig()
@@ -117,6 +126,7 @@ async def run(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             open_upstream_pools(config) as pools,
+            activity,
             trio.open_nursery() as nursery,
         ):
 
@@ -137,8 +147,10 @@ async def run(
                 ollama=ollama,
             )
             routes = load_routes(context)
+            observability = observe(config, supervisor, activity, routes)
+            await nursery.start(observability.run, logs)
             control = create_control_app(
-                config, supervisor, logs, context.learned_apis, runtime, ollama
+                config, supervisor, logs, context.learned_apis, runtime, ollama, observability
             )
             control = require_key(UpstreamWebsockets(control, config, supervisor), config.api_keys)
             proxy = ProxyApp(
@@ -146,6 +158,7 @@ async def run(
                 control,
                 body_limit=config.max_request_body,
                 body_timeout=config.request_body_timeout,
+                observability=observability,
             )
             app = Guard(
                 proxy,
@@ -161,7 +174,39 @@ async def run(
             task_status.started(binds)
             await shut_down(signals, stop_accepting, proxy, config.shutdown_timeout)
             log.info("stopping model servers")
+            observability.events.close()
             nursery.cancel_scope.cancel()
+
+
+async def open_activity(config: Config) -> ActivityStore:
+    """The activity store: `store.path`'s file, or memory (`metricsMaxInMemory` records)."""
+    path = config.observe.store_path or MEMORY
+    return await ActivityStore.open(path, max_in_memory=config.observe.max_in_memory)
+
+
+def observe(
+    config: Config, supervisor: Supervisor, activity: ActivityStore, routes: RouteTable
+) -> Observability:
+    events = EventHub()
+    system = SystemStats(
+        every=config.observe.performance_every, disabled=config.observe.performance_disabled
+    )
+    capture_bytes = config.observe.capture_bytes
+    return Observability(
+        config,
+        supervisor,
+        activity,
+        events,
+        InflightRegistry(events),
+        CaptureRing(capture_bytes) if capture_bytes > 0 else None,
+        Metrics(
+            statuses=supervisor.statuses,
+            system=system,
+            routes=routes.exact.keys(),
+            route_prefixes=[prefix for prefix, _ in routes.prefixes],
+        ),
+        system,
+    )
 
 
 async def shut_down(

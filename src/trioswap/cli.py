@@ -172,7 +172,15 @@ def _with_log_level(config: Config, level: str) -> Config:
 
 async def _serve(config: Config, listen: str, demo: bool, state_file: Path) -> int:
     # Imported here so `trioswap validate` and `--version` don't pay for the web stack.
-    from trioswap.app import bind_listener, is_loopback, raise_open_file_limit, run, setup_logging
+    from trioswap.app import (
+        bind_listener,
+        is_loopback,
+        open_activity,
+        raise_open_file_limit,
+        run,
+        setup_logging,
+    )
+    from trioswap.observe.activity import ActivityStoreError
     from trioswap.observe.logs import LogHub
 
     try:
@@ -182,6 +190,12 @@ async def _serve(config: Config, listen: str, demo: bool, state_file: Path) -> i
             f"trioswap: cannot listen on {listen}: {getattr(exc, 'strerror', None) or exc}",
             file=sys.stderr,
         )
+        return 1
+    try:
+        activity = await open_activity(config)
+    except ActivityStoreError as exc:
+        listener.close()
+        print(f"trioswap: store.path {config.observe.store_path}: {exc}", file=sys.stderr)
         return 1
     logs = LogHub(to_stdout=config.log_to_stdout)
     setup_logging(config.log_level, config.log_time_format, logs)
@@ -193,7 +207,7 @@ async def _serve(config: Config, listen: str, demo: bool, state_file: Path) -> i
             listen,
         )
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(run, config, listener, logs, state_file)
+        binds = await nursery.start(run, config, listener, logs, state_file, activity)
         url = binds[0]
         print(f"trioswap listening on {url}", flush=True)
         if demo:

@@ -12,6 +12,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trioswap.config import schema
@@ -22,6 +23,7 @@ from trioswap.config.resolved import (
     Filters,
     GroupConfig,
     ModelConfig,
+    ObserveSettings,
     OllamaSettings,
     OptimizerSettings,
     PeerConfig,
@@ -136,9 +138,25 @@ class Resolver:
                 summary_max_tokens=f.optimizer.summary_max_tokens,
             ),
             prompt_optimization=f.prompt_optimization,
+            observe=self.observe(),
             ollama=ollama,
             warnings=tuple(self.problems.warnings),
             document=self.resolved_document(models, groups, ollama),
+        )
+
+    def observe(self) -> ObserveSettings:
+        f = self.file
+        store = None
+        if f.store is not None:
+            # Beside the config, wherever trioswap is started from.
+            store = str(Path(self.path).parent / Path(f.store.path).expanduser())
+        return ObserveSettings(
+            max_in_memory=f.metrics_max_in_memory,
+            store_path=store,
+            capture_bytes=int(f.capture_buffer * schema.MIB),
+            session_headers=tuple(f.ui.activity.session_id),
+            performance_disabled=f.performance.disabled,
+            performance_every=float(f.performance.every),
         )
 
     def model(

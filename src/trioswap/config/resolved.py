@@ -83,6 +83,23 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ObserveSettings:
+    """What is kept about requests and the machine (llama-swap's keys of the same meaning)."""
+
+    # metricsMaxInMemory: activity records kept when there is no store file.
+    max_in_memory: int = 1000
+    # store.path: the activity database file (relative to the config's folder), or None.
+    store_path: str | None = None
+    # captureBuffer, in bytes (0: no captures).
+    capture_bytes: int = 5 * 1024 * 1024
+    # ui.activity.session_id: the request headers that name a client's session.
+    session_headers: tuple[str, ...] = ("X-Session-ID", "X-Litellm-Session-Id")
+    # performance: system and GPU sampling.
+    performance_disabled: bool = False
+    performance_every: float = 5.0
+
+
+@dataclass(frozen=True)
 class OptimizerSettings:
     output_reserve: int = 1024
     max_output_share: float = 0.25
@@ -159,6 +176,7 @@ class Config:
     # `/upstream/<model>/<rest>`: a `rest` any of these finds never starts the model.
     upstream_ignore_paths: tuple[re.Pattern[str], ...]
     optimizer: OptimizerSettings = OptimizerSettings()
+    observe: ObserveSettings = ObserveSettings()
     # The global policy (schema's default); discovered models, which have no entry, use it.
     prompt_optimization: str = "limit_only"
     ollama: OllamaSettings | None = None  # None: discovery is off

@@ -521,17 +521,23 @@ class File(Section):
         description="what goes to stdout: trioswap's log, the model servers' output, both, none",
     )
     log_requests: Annotated[bool, Planned("request logging")] = Field(False, alias="logRequests")
-    metrics_max_in_memory: Annotated[int, Planned("the activity store")] = Field(
-        1000, ge=0, alias="metricsMaxInMemory"
+    metrics_max_in_memory: int = Field(
+        1000,
+        ge=0,
+        alias="metricsMaxInMemory",
+        description="activity records kept in memory when there is no store.path",
     )
-    capture_buffer: Annotated[float, Planned("request capture")] = Field(
-        5, ge=0, alias="captureBuffer"
+    capture_buffer: float = Field(
+        5,
+        ge=0,
+        alias="captureBuffer",
+        description="MB of recent request and response bodies kept for /api/captures (0: off)",
     )
-    store: Annotated[Store | None, Planned("the activity store")] = None
-    ui: Annotated[UI, Planned("the activity view of the web UI")] = Field(default_factory=UI)
-    performance: Annotated[Performance, Planned("performance monitoring")] = Field(
-        default_factory=Performance
+    store: Store | None = Field(
+        None, description="keep the activity in a SQLite file (path: beside the config)"
     )
+    ui: UI = Field(default_factory=UI)
+    performance: Performance = Field(default_factory=Performance)
     start_port: int = Field(
         5800,
         ge=1,

@@ -322,21 +322,30 @@ class ActivityStore(trio.abc.AsyncResource):
         max_in_file: int = MAX_IN_FILE,
     ) -> ActivityStore:
         """The store at `path` (a file, created when missing and migrated when old), or in
-        memory. Raises ActivityStoreError when the file cannot be the store."""
+        memory (`max_in_memory` 0: nothing is kept, as llama-swap's metricsMaxInMemory: 0).
+        Raises ActivityStoreError when the file cannot be the store."""
         path = os.fspath(path)
         cap = max_in_memory if path == MEMORY else max_in_file
-        if cap < 1:
-            raise ValueError(f"the activity store must keep at least one record, not {cap}")
+        if cap < 0:
+            raise ValueError(f"the activity store cannot keep {cap} records")
         connection, next_id = await trio.to_thread.run_sync(_connect, path)
         return cls(connection, path, cap, next_id)
+
+    def reserve_id(self) -> int:
+        """An id for a record added later: an exchange's capture is filed under it from the
+        start. `add` keeps a record's id when it has one."""
+        found = self._next_id
+        self._next_id += 1
+        return found
 
     async def add(self, record: ActivityRecord) -> ActivityRecord:
         """`record` as stored: with its id, and its fields bounded (text clipped, numbers
         that cannot be measures made None). Written soon; seen by every later query."""
         if self._connection is None:
             raise trio.ClosedResourceError("the activity store is closed")
-        stored = _bounded(record, self._next_id)
-        self._next_id += 1
+        stored = _bounded(record, record.id or self.reserve_id())
+        if not self._cap:
+            return stored
         self._pending.append(stored)
         self._wake.set()
         if len(self._pending) >= PENDING_LIMIT:

@@ -121,6 +121,18 @@ class Capture:
         self.complete = False
         self.size = 0
 
+    def add_request_body(self, body: bytes | None) -> None:
+        """The request's body, once read (the proxy reads it after the capture starts)."""
+        if body is None or not self._fields & _REQ_BODY or self.request_body is not None:
+            return
+        if len(body) > self._ring.capture_bytes:
+            body = body[: self._ring.capture_bytes]
+            self.request_truncated = True
+        if self._ring._reserve(self, len(body)):
+            self.request_body = body
+        else:
+            self.request_truncated = True
+
     def add_response_head(self, status: int, headers: HeaderPairs) -> None:
         self.status = status
         if self._fields & _RESP_HEADERS:
@@ -254,14 +266,7 @@ class CaptureRing:
             headers = header_map(request_headers)
             if self._reserve(capture, _headers_size(headers)):
                 capture.request_headers = headers
-        if request_body is not None and capture._fields & _REQ_BODY:
-            if len(request_body) > self.capture_bytes:
-                request_body = request_body[: self.capture_bytes]
-                capture.request_truncated = True
-            if self._reserve(capture, len(request_body)):
-                capture.request_body = request_body
-            else:
-                capture.request_truncated = True
+        capture.add_request_body(request_body)
         return capture
 
     def get(self, capture_id: int) -> dict[str, Any] | None:

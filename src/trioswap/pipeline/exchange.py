@@ -52,6 +52,10 @@ class Exchange:
     sink: Sink
     stack: AsyncExitStack
     request_body: RequestBody
+    # Ties the exchange's activity record, error answer and log lines together.
+    request_id: str = ""
+    # Told the model's name once `resolve` knows it (the in-flight list shows it).
+    on_model: Callable[[str], None] | None = None
     # Set by `read_body`; None while the body is still unread (and then passed on as it comes).
     body: bytes | None = None
     json: dict[str, Any] | None = None

@@ -29,7 +29,7 @@ async def run_pipeline(pipeline: Pipeline, exchange: Exchange) -> None:
 
 
 async def deliver_error(exchange: Exchange, error: Exception) -> None:
-    request_id = new_request_id()
+    request_id = exchange.request_id or new_request_id()
     error = _unwrap(error)
     where = f"{clip(exchange.method)} {clip(exchange.path)}"
     if exchange.translation is not None:

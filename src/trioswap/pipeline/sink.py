@@ -58,10 +58,10 @@ class SinkStateError(RuntimeError):
 
 
 class Sink:
-    __slots__ = ("_transport", "extra_headers", "family", "state", "stream_error")
+    __slots__ = ("extra_headers", "family", "state", "stream_error", "transport")
 
     def __init__(self, transport: Transport, family: Family) -> None:
-        self._transport = transport
+        self.transport = transport
         self.family = family
         self.state = PENDING
         # How a failed event stream ends when its events are not the family's default ones
@@ -74,13 +74,13 @@ class Sink:
         self._move(PENDING, EVENTS if events else BYTES)
         if self.extra_headers:
             headers = [*headers, *self.extra_headers]
-        await self._transport.start(status, headers)
+        await self.transport.start(status, headers)
 
     async def send(self, chunk: bytes) -> None:
         state = self.state
         if state is not EVENTS and state is not BYTES:
             raise SinkStateError(f"body chunk sent while {state.value}")
-        await self._transport.body(chunk, True)
+        await self.transport.body(chunk, True)
 
     async def end(self, chunk: bytes = b"") -> None:
         state = self.state
@@ -89,14 +89,14 @@ class Sink:
         # Done before the last send: the transport may report the client gone from inside it,
         # once the response is complete, and that is not a disconnect worth acting on.
         self.state = DONE
-        await self._transport.body(chunk, False)
+        await self.transport.body(chunk, False)
 
     async def respond(
         self, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
         """A whole JSON response at once (errors, requests answered by trioswap itself)."""
         self._move(PENDING, DONE)
-        await self._transport.start(
+        await self.transport.start(
             status,
             [
                 (b"content-type", b"application/json"),
@@ -105,7 +105,7 @@ class Sink:
                 *self.extra_headers,
             ],
         )
-        await self._transport.body(body, False)
+        await self.transport.body(body, False)
 
     async def fail(self, error: TrioswapError, request_id: str) -> None:
         state = self.state

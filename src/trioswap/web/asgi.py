@@ -17,11 +17,12 @@ from trioswap.errors import (
     ShuttingDown,
     TrioswapError,
 )
+from trioswap.observe.observability import Observability, ObservedTransport, Watch
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.loader import Pipeline, RouteTable
 from trioswap.pipeline.runner import deliver_error, run_pipeline
 from trioswap.pipeline.sink import DONE, Sink
-from trioswap.protocols.errors import Family, Headers
+from trioswap.protocols.errors import Family, Headers, new_request_id
 from trioswap.web.inflight import InFlight
 
 Scope = MutableMapping[str, Any]
@@ -165,12 +166,19 @@ class AsgiBody:
 
 class ProxyApp:
     def __init__(
-        self, routes: RouteTable, control: ASGIApp, *, body_limit: int, body_timeout: float
+        self,
+        routes: RouteTable,
+        control: ASGIApp,
+        *,
+        body_limit: int,
+        body_timeout: float,
+        observability: Observability | None = None,
     ) -> None:
         self._routes = routes
         self._control = control
         self._body_limit = body_limit
         self._body_timeout = body_timeout
+        self._observability = observability
         self.in_flight = InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -184,9 +192,12 @@ class ProxyApp:
         await self._control(scope, receive, send)
 
     async def _serve(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
-        transport = AsgiTransport(send)
+        transport: AsgiTransport | ObservedTransport = AsgiTransport(send)
         sink = Sink(transport, pipeline.family)
         in_flight = self.in_flight
+        observability = self._observability
+        watch: Watch | None = None
+        exchange: Exchange | None = None
         # A client that goes away cancels its exchange (the upstream request is closed and the
         # lease returned); so does shutdown, for an exchange that outlives shutdownTimeout.
         cut: trio.CancelScope | None = None
@@ -195,6 +206,11 @@ class ProxyApp:
                 cut = nursery.cancel_scope
                 in_flight.enter(cut)
                 exchange = self._exchange(scope, receive, transport, sink, nursery)
+                if observability is not None:
+                    client = scope.get("client")
+                    watch = observability.begin(exchange, cut, client[0] if client else None)
+                    transport = ObservedTransport(transport, watch)
+                    sink.transport = transport
                 if exchange.method not in pipeline.methods:
                     error = MethodNotAllowed(exchange.method, exchange.path, pipeline.methods)
                     await deliver_error(exchange, error)
@@ -212,6 +228,10 @@ class ProxyApp:
         finally:
             if cut is not None:
                 in_flight.leave(cut)
+            if watch is not None and exchange is not None:
+                assert observability is not None
+                with trio.CancelScope(shield=True):
+                    await observability.finish(watch, exchange, sink.state is not DONE)
 
     def _exchange(
         self,
@@ -233,6 +253,7 @@ class ProxyApp:
         )
         transport.before_end = body.release
         return Exchange(
+            request_id=new_request_id(),
             method=scope["method"],
             path=scope["path"],
             raw_path=scope["raw_path"],

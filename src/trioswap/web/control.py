@@ -40,6 +40,7 @@ from trioswap.errors import (
     Unauthorized,
 )
 from trioswap.observe.logs import ALL, PROXY, UPSTREAM, LogHub
+from trioswap.observe.observability import Observability
 from trioswap.pipeline.translation import LearnedApis
 from trioswap.protocols.errors import (
     Family,
@@ -52,13 +53,14 @@ from trioswap.protocols.models import ModelList, ollama_entry
 from trioswap.runtime import RuntimeState, check_ctx_size, check_policy
 from trioswap.supervisor import ModelState, Supervisor
 from trioswap.web.asgi import ASGIApp, Receive, Scope, Send, answer_unread
+from trioswap.web.observe_api import register_observe_api
 from trioswap.web.ui import register_ui
 from trioswap.web.ws_logs import register_ws_logs
 
 OPEN_PATHS = frozenset({"/health"})
 # Paths under Anthropic's Messages API get their errors in its shape.
 ANTHROPIC_PREFIX = "/v1/messages"
-UNLOAD_HINT = "POST /models/unload from a script, or the status page's buttons"
+UNLOAD_HINT = "POST /models/unload from a script, or the web UI's buttons"
 # What /v1/models calls "unloaded": no server process of the model is up.
 _NOT_LOADED = frozenset({ModelState.STOPPED, ModelState.FAILED})
 
@@ -141,9 +143,12 @@ def create_control_app(
     learned: LearnedApis,
     runtime: RuntimeState | None = None,
     ollama: Ollama | None = None,
+    observability: Observability | None = None,
 ) -> QuartTrio:
     app = QuartTrio("trioswap", static_folder=None)
     register_ws_logs(app, config, logs)
+    if observability is not None:
+        register_observe_api(app, observability, logs)
     if runtime is None:
         runtime = RuntimeState()
     # Control routes take no real bodies; still, what Quart reads is bounded the same way.

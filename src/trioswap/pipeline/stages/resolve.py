@@ -107,6 +107,8 @@ class Resolve:
                 "the request names no model: set 'model' in the body, or ?model= in the URL"
             )
         exchange.model_name = name
+        if exchange.on_model is not None:
+            exchange.on_model(name)
         exchange.model_id = self._config.resolve(name)
         if exchange.model_id is None:
             exchange.peer = self._peers.get(name)
@@ -149,6 +151,8 @@ class ResolvePath:
     async def __call__(self, exchange: Exchange) -> bool:
         name, model_id, rest = upstream_target(self._config, exchange.raw_path)
         exchange.model_name = name
+        if exchange.on_model is not None:
+            exchange.on_model(name)
         exchange.model_id = model_id
         if model_id is None:
             exchange.peer = _peer(self._peers, name)
