@@ -130,6 +130,14 @@ async def test_a_chat_transcript_five_times_too_long_is_answered(launch: LaunchF
     # The newest unit is kept whole (its output at most cut in its middle).
     assert messages[-3]["tool_calls"][0]["id"] == "call39"
     assert response.json()["usage"]["prompt_tokens"] < 2048
+    # What it saved is counted in /metrics, and the activity record says what was done.
+    async with ts.client() as client:
+        metrics = (await client.get("/metrics")).text
+        activity = (await client.get("/api/metrics/activity")).json()["data"]
+    saved = 'trioswap_optimizer_saved_tokens_total{model="m",policy="limit_only"} '
+    assert f"{saved}{float(before - after)}" in metrics
+    chats = [a for a in activity if a["req_path"] == "/v1/chat/completions"]
+    assert [a["optimizer"] for a in chats] == [report]
 
 
 async def test_the_kept_prefix_is_the_same_on_the_next_turn(launch: LaunchFn) -> None:

@@ -148,6 +148,7 @@ async def run(
             )
             routes = load_routes(context)
             observability = observe(config, supervisor, activity, routes)
+            runtime.snapshot_listeners.append(observability.optimized)
             await nursery.start(observability.run, logs)
             control = create_control_app(
                 config, supervisor, logs, context.learned_apis, runtime, ollama, observability

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,8 @@ class RuntimeState:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
+        # Told of every optimization snapshot (model id, snapshot): events and metrics.
+        self.snapshot_listeners: list[Callable[[str, Mapping[str, Any]], None]] = []
         self._entries: Entries = {}
         self._policies: dict[str, str] = {}
         self._ctx_sizes: dict[str, int] = {}
@@ -209,6 +211,8 @@ class RuntimeState:
 
     def record_snapshot(self, model_id: str, snapshot: Mapping[str, Any]) -> None:
         self._snapshots[model_id] = snapshot
+        for listener in self.snapshot_listeners:
+            listener(model_id, snapshot)
 
     def snapshot(self, model_id: str) -> Mapping[str, Any] | None:
         return self._snapshots.get(model_id)

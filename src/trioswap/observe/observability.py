@@ -11,6 +11,7 @@ receives, so a translated reply is metered in the client's family.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import trio
 from trioswap.config import Config
 from trioswap.observe.activity import ActivityRecord, ActivityStore
 from trioswap.observe.captures import Capture, CaptureRing
-from trioswap.observe.events import ACTIVITY, LOG_DATA, MODEL_STATUS, EventHub
+from trioswap.observe.events import ACTIVITY, LOG_DATA, MODEL_STATUS, OPTIMIZER, EventHub
 from trioswap.observe.inflight import InflightEntry, InflightRegistry
 from trioswap.observe.logs import PROXY, UPSTREAM, LogHub
 from trioswap.observe.metrics import CLIENT_DISCONNECTED, UPSTREAM_STATUS, Metrics
@@ -124,6 +125,15 @@ class Observability:
             async for line in lines:
                 if len(self.events):
                     self.events.publish(LOG_DATA, {"source": source, "data": line + "\n"})
+
+    def optimized(self, model: str, snapshot: Mapping[str, Any]) -> None:
+        """A request's prompt was optimized (`RuntimeState.record_snapshot`)."""
+        tokens = snapshot["tokens"]
+        saved = tokens["before"] - tokens["after"]
+        self.metrics.optimizer_saved(model, snapshot["policy"], saved)
+        if len(self.events):
+            summary = {"model": model, "policy": snapshot["policy"], "applied": snapshot["applied"]}
+            self.events.publish(OPTIMIZER, {**summary, "before": tokens["before"], "saved": saved})
 
     def _transition(self, model: str, old: ModelState, new: ModelState) -> None:
         if len(self.events):
