@@ -13,6 +13,7 @@ from tests.conftest import (
     RESPONDER,
     LaunchFn,
     Trioswap,
+    chat,
     random_start_port,
     read_stream_until,
     wait_until,
@@ -355,6 +356,17 @@ async def test_the_root_is_the_web_ui(launch: LaunchFn) -> None:
     assert response.status_code == 302 and response.headers["location"] == "/ui/"
     assert page.headers["content-type"].startswith("text/html")
     assert 'data-testid="models-table"' in page.text
+
+
+async def test_running_says_uptime_and_ttl_left(launch: LaunchFn) -> None:
+    ts = await launch(config("    ttl: 600"))
+    async with ts.client() as client:
+        assert (await client.post("/v1/chat/completions", json=chat())).status_code == 200
+        page = await client.get("/ui/fragments/models")
+    entry = (await ts.running())["m"]
+    assert isinstance(entry["uptime"], float) and 0 <= entry["uptime"] < 600
+    assert isinstance(entry["ttl_left"], float) and 0 < entry["ttl_left"] <= 600
+    assert " left of 10m" in page.text
 
 
 async def test_requests_over_the_concurrency_limit_wait_their_turn(launch: LaunchFn) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -105,6 +106,8 @@ class ModelStatus:
     proxy: str  # where it is (or would be) served: the port actually used
     cmd: str  # its command line as started, shell-quoted, secrets masked
     generation: int | None = None  # which start of the model's server, while it has one
+    ready_since: float | None = None  # Unix time it became healthy, while it runs
+    ttl_left: float | None = None  # seconds until its ttl stops it, if it stays idle
 
 
 @dataclass
@@ -115,6 +118,7 @@ class _Run:
     pid: int | None = None
     healthy: bool = False
     stopping: bool = False
+    ready_since: float | None = None
 
 
 class Router:
@@ -184,6 +188,7 @@ class Router:
 
     def statuses(self) -> dict[str, ModelStatus]:
         out: dict[str, ModelStatus] = {}
+        now = trio.current_time()
         for model, slot in self._scheduler.statuses().items():
             run = self._runs.get(model)
             # Running: the command it was started with; else the one it would start with.
@@ -197,6 +202,8 @@ class Router:
                 config.proxy,
                 shown_command(config.cmd),
                 None if run is None else run.server.generation,
+                None if run is None else run.ready_since,
+                None if slot.expires is None else max(0.0, slot.expires - now),
             )
         return out
 
@@ -248,6 +255,7 @@ class Router:
             case Healthy(model=model, generation=generation):
                 if (run := self._current(model, generation)) is not None:
                     run.healthy = True
+                    run.ready_since = time.time()
                     sched.on_start_done(model, None, now)
             case Exited(model=model, generation=generation, reason=reason, log_tail=tail):
                 if (run := self._current(model, generation)) is not None:

@@ -102,6 +102,9 @@ class SlotStatus:
     in_flight: int
     waiting: int
     last_error: str | None
+    # When its ttl ends if it stays idle (the scheduler's clock); None while it serves
+    # requests, has no ttl, or is not ready.
+    expires: float | None = None
 
 
 @dataclass
@@ -238,7 +241,13 @@ class Scheduler:
                 waiting[item.model] = waiting.get(item.model, 0) + 1
         return {
             model_id: SlotStatus(
-                slot.state, slot.in_flight, waiting.get(model_id, 0), slot.last_error
+                slot.state,
+                slot.in_flight,
+                waiting.get(model_id, 0),
+                slot.last_error,
+                slot.idle_since + slot.config.ttl
+                if slot.state is ModelState.READY and not slot.in_flight and slot.config.ttl > 0
+                else None,
             )
             for model_id, slot in self._slots.items()
         }

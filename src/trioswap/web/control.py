@@ -225,10 +225,12 @@ def create_control_app(
     @app.get("/running")
     async def running() -> dict[str, object]:
         out = []
+        now = time.time()
         for model_id, status in supervisor.statuses().items():
             if status.state is ModelState.STOPPED and not status.waiting:
                 continue
             model = config.models[model_id]
+            ready = status.ready_since
             out.append(
                 {
                     "model": model_id,
@@ -243,6 +245,8 @@ def create_control_app(
                     "pid": status.pid,
                     "last_error": status.last_error,
                     "apis": api_modes(model, learned, status.generation),
+                    "uptime": None if ready is None else round(now - ready, 1),
+                    "ttl_left": None if status.ttl_left is None else round(status.ttl_left, 1),
                 }
             )
         if ollama is not None:

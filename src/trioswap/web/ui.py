@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
@@ -143,7 +144,9 @@ class ModelRow:
     state: str  # a ModelState's value; "remote" for a peer's model
     proxy: str
     pid: int | None = None
+    uptime: float | None = None
     ttl: float | None = None
+    ttl_left: float | None = None
     in_flight: int | None = None
     waiting: int | None = None
     last_error: str | None = None
@@ -168,7 +171,8 @@ def model_rows(
     config: Config, statuses: Mapping[str, ModelStatus], ollama: Ollama | None
 ) -> list[ModelRow]:
     """Local models (by name, then id), then peers' and Ollama's."""
-    rows = [_local_row(model, statuses.get(model.id)) for model in config.models.values()]
+    now = time.time()
+    rows = [_local_row(model, statuses.get(model.id), now) for model in config.models.values()]
     rows.sort(key=lambda row: (row.name.casefold() or row.id.casefold(), row.id))
     for peer in config.peers.values():
         for name in peer.models:
@@ -185,7 +189,7 @@ def model_rows(
     return rows
 
 
-def _local_row(model: ModelConfig, status: ModelStatus | None) -> ModelRow:
+def _local_row(model: ModelConfig, status: ModelStatus | None, now: float) -> ModelRow:
     return ModelRow(
         id=model.id,
         name=(model.name or "").strip(),
@@ -194,7 +198,9 @@ def _local_row(model: ModelConfig, status: ModelStatus | None) -> ModelRow:
         state=ModelState.STOPPED.value if status is None else status.state.value,
         proxy=model.proxy if status is None else status.proxy,
         pid=None if status is None else status.pid,
+        uptime=None if status is None or status.ready_since is None else now - status.ready_since,
         ttl=model.ttl,
+        ttl_left=None if status is None else status.ttl_left,
         in_flight=None if status is None else status.in_flight,
         waiting=None if status is None else status.waiting,
         last_error=None if status is None else status.last_error,
