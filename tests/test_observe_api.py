@@ -575,12 +575,6 @@ async def test_captures_mask_credentials_and_rebuild_streams(client: httpx.Async
     assert response.status_code == 404 and response.json()["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="has_capture is stored with the record when the exchange ends and never revisited; "
-    "llama-swap overlays it from the capture cache at query time (overlayCaptureState), so "
-    "a capture the ring has evicted (or one lost in a restart) is not offered",
-)
 async def test_has_capture_says_whether_the_capture_is_still_there(
     client: httpx.AsyncClient,
 ) -> None:
@@ -776,12 +770,6 @@ async def test_prometheus_metrics_count_requests_tokens_swaps_and_states(
     assert value(open_metrics, "trioswap_requests_total", model="m", route=route, status="200") >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="observability.finish labels every >= 400 answer 'upstream_status' and never calls "
-    "metrics.error_kind: trioswap's own errors (unknown model, failed start) are counted as if "
-    "a model server had answered them",
-)
 async def test_errors_are_counted_by_their_kind(client: httpx.AsyncClient) -> None:
     before = await scrape(client)
     assert (await client.post("/v1/chat/completions", json=chat("no-such"))).status_code == 404
@@ -800,12 +788,6 @@ async def test_errors_are_counted_by_their_kind(client: httpx.AsyncClient) -> No
     assert errors("upstream_status") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="observability._model_of falls back to the client's model name for a request that "
-    "named no known model, and metrics.observe_request makes it a label: any text, of any "
-    "length, becomes a series in every per-model metric (up to MAX_MODELS names)",
-)
 async def test_an_unknown_model_name_is_not_a_metrics_label(client: httpx.AsyncClient) -> None:
     name = f"made-up-{uuid.uuid4()}-" + "x" * 5000
     assert (await client.post("/v1/chat/completions", json=chat(name))).status_code == 404
@@ -868,13 +850,6 @@ async def test_every_endpoint_needs_the_key(shared: str, method: str, path: str)
 # --- TTFT ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ObservedTransport.start gives the UsageMeter the time the response head is sent as "
-    "`sent_at`, so TTFT is timed from the reply's head, not from the request's arrival (as "
-    "the trioswap_time_to_first_token_seconds help says) nor from the request going upstream "
-    "(as UsageMeter documents): the wait for the model to load is left out",
-)
 async def test_ttft_counts_from_the_request_s_arrival(client: httpx.AsyncClient) -> None:
     before = await newest_id(client)
     response = await client.post("/v1/chat/completions", json=chat("late", stream=True))

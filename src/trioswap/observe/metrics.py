@@ -56,6 +56,7 @@ DECODE_BUCKETS = (1, 2.5, 5, 10, 15, 20, 30, 45, 60, 80, 100, 150, 200, 300, 500
 # the proxy names itself.
 UPSTREAM_STATUS = "upstream_status"  # the model server answered 4xx/5xx
 CLIENT_DISCONNECTED = "client_disconnected"
+CANCELLED = "cancelled"  # by POST /api/inflight/<id>/cancel
 _ERROR_KINDS: tuple[tuple[type[errors.TrioswapError], str], ...] = (
     # Subclasses before their bases: the first match names the kind.
     (errors.UpstreamConnectError, "upstream_connect"),
@@ -77,7 +78,8 @@ _ERROR_KINDS: tuple[tuple[type[errors.TrioswapError], str], ...] = (
     (errors.Forbidden, "forbidden"),
 )
 ERROR_KINDS = frozenset(
-    {kind for _, kind in _ERROR_KINDS} | {UPSTREAM_STATUS, CLIENT_DISCONNECTED, "internal"}
+    {kind for _, kind in _ERROR_KINDS}
+    | {UPSTREAM_STATUS, CLIENT_DISCONNECTED, CANCELLED, "internal"}
 )
 _POLICIES = frozenset(POLICIES) | frozenset(TRUNCATION_MODES)
 _STATES = tuple(state.value for state in ModelState)

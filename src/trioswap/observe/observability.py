@@ -23,7 +23,13 @@ from trioswap.observe.captures import Capture, CaptureRing
 from trioswap.observe.events import ACTIVITY, LOG_DATA, MODEL_STATUS, OPTIMIZER, EventHub
 from trioswap.observe.inflight import InflightEntry, InflightRegistry
 from trioswap.observe.logs import PROXY, UPSTREAM, LogHub
-from trioswap.observe.metrics import CLIENT_DISCONNECTED, UPSTREAM_STATUS, Metrics
+from trioswap.observe.metrics import (
+    CANCELLED,
+    CLIENT_DISCONNECTED,
+    UPSTREAM_STATUS,
+    Metrics,
+    error_kind,
+)
 from trioswap.observe.system import SystemStats
 from trioswap.observe.usage import UsageMeter
 from trioswap.protocols.errors import Headers
@@ -170,7 +176,10 @@ class Observability:
             capture.add_request_body(exchange.body)
             capture.finish()
         usage = watch.meter.close(now) if watch.meter is not None else None
+        # What the client named is kept (clipped) in the record; metrics only take names the
+        # config or discovery knows, so a client cannot invent label values.
         model = _model_of(exchange)
+        named = model or exchange.model_name
         status = watch.status or 499
         duration = now - watch.started
         extra = {k: v for k, v in exchange.sink.extra_headers}
@@ -180,7 +189,7 @@ class Observability:
             id=watch.record_id,
             request_id=exchange.request_id,
             timestamp=watch.started,
-            model=model or "",
+            model=named or "",
             path=exchange.path,
             status=status,
             duration=duration,
@@ -210,7 +219,11 @@ class Observability:
             prefill_tps=stored.prefill_tps,
             decode_tps=stored.decode_tps,
         )
-        if disconnected:
+        if exchange.error is not None:
+            self.metrics.observe_error(model, exchange.path, error_kind(exchange.error))
+        elif watch.entry.cancelled:
+            self.metrics.observe_error(model, exchange.path, CANCELLED)
+        elif disconnected:
             self.metrics.observe_error(model, exchange.path, CLIENT_DISCONNECTED)
         elif status >= 400:
             self.metrics.observe_error(model, exchange.path, UPSTREAM_STATUS)
@@ -249,7 +262,8 @@ class ObservedTransport:
         streamed = found.get(b"content-type", b"").startswith(b"text/event-stream")
         if found.get(b"content-encoding", b"identity") == b"identity":
             family = FAMILY_OF_PATH.get(watch.entry.path, "other")
-            watch.meter = UsageMeter(family, streamed, time.time())
+            # From the request's arrival: a model's load and the queue are part of the wait.
+            watch.meter = UsageMeter(family, streamed, watch.started)
         if watch.capture is not None:
             watch.capture.add_response_head(status, headers)
         await self._inner.start(status, headers)
@@ -266,13 +280,15 @@ class ObservedTransport:
 
 
 def _model_of(exchange: Exchange) -> str | None:
+    """The model as the config or discovery names it; None when the request named none of
+    theirs."""
     if exchange.model_id is not None:
         return exchange.model_id
     if exchange.discovered is not None:
         return exchange.discovered.id
     if exchange.peer is not None:
         return exchange.peer.name
-    return exchange.model_name
+    return None
 
 
 def _header(headers: Headers, name: bytes) -> str | None:

@@ -31,6 +31,7 @@ async def run_pipeline(pipeline: Pipeline, exchange: Exchange) -> None:
 async def deliver_error(exchange: Exchange, error: Exception) -> None:
     request_id = exchange.request_id or new_request_id()
     error = _unwrap(error)
+    exchange.error = error
     where = f"{clip(exchange.method)} {clip(exchange.path)}"
     if exchange.translation is not None:
         where += f" ({exchange.translation.codec.label.decode()})"
@@ -40,7 +41,7 @@ async def deliver_error(exchange: Exchange, error: Exception) -> None:
         log.log(level, "%s %s -> %d: %s", request_id, where, status, error)
     else:
         log.error("%s %s -> 500: unexpected error", request_id, where, exc_info=error)
-        error = InternalError(request_id)
+        error = exchange.error = InternalError(request_id)
     # Shielded: an error answer is short, and cut halfway it would leave the client a broken
     # response instead of the error.
     with trio.CancelScope(shield=True):

@@ -73,9 +73,14 @@ def register_observe_api(app: QuartTrio, obs: Observability, logs: LogHub) -> No
     @app.get("/api/metrics/activity")
     async def activity() -> dict[str, object]:
         try:
-            return await obs.activity.query(request.args)
+            page = await obs.activity.query(request.args)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
+        # Captures are evicted as the ring fills (and gone after a restart): said as it is now.
+        captures = obs.captures
+        for entry in page["data"]:
+            entry["has_capture"] = captures is not None and entry["id"] in captures
+        return page
 
     @app.get("/api/metrics/stats")
     async def activity_stats() -> dict[str, object]:
