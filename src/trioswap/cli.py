@@ -223,5 +223,6 @@ def _demo_hint(url: str, config: Config) -> str:
         f"  curl {url}/v1/chat/completions -H 'content-type: application/json' "
         f'-d \'{{"model": "{first}", "messages": [{{"role": "user", "content": "hi"}}]}}\'\n'
         f"  curl {url}/running\n"
+        f"or open {url}/ui/ in a browser.\n"
         "Use --config FILE for your own models (see config/example.yaml)."
     )
