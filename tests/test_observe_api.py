@@ -53,15 +53,15 @@ TEXT = "one two three four"  # what `m` answers: 4 tokens
 TR_TEXT = "alpha beta gamma"  # what `tr` answers: 3 tokens
 SLOW_TEXT = " ".join(f"word{i}" for i in range(40))  # 8 s at 5 tokens a second
 LATE_DELAY = 0.5
-SHARED_MODELS = ("m", "slow", "tr", "broken", "ev", "late")
+SHARED_MODELS = ("m", "slow", "tr", "broken", "ev", "late", "held")
 FRAME = re.compile(rb"event:message\ndata:([^\n]*)")
 
 
 def shared_config() -> str:
     """Models that run side by side (one group, no swapping): `m` answers TEXT at 50 tokens a
     second (streams are timed), `slow` streams at 5, `tr` speaks only chat completions and gets
-    /v1/messages translated, `broken` fails to start, `ev` is started only by the events test
-    and `late` only by the TTFT test."""
+    /v1/messages translated, `broken` fails to start, `ev` is started only by the events test,
+    `late` only by the TTFT test, and `held` (never ready) by the cancel-while-loading test."""
     return f"""
 healthCheckTimeout: 20
 startPort: {random_start_port()}
@@ -83,6 +83,8 @@ models:
     cmd: {RESPONDER} --port ${{PORT}} --model-id ev
   late:
     cmd: {RESPONDER} --port ${{PORT}} --model-id late --startup-delay {LATE_DELAY}
+  held:
+    cmd: {RESPONDER} --port ${{PORT}} --model-id held --startup-delay 600
 routing:
   router:
     settings:
@@ -647,6 +649,8 @@ async def test_inflight_lists_a_stream_and_cancel_ends_it(
             except h11.RemoteProtocolError:
                 pass
         assert b"[DONE]" not in received and b"word39" not in received
+        # It ends with an error event saying why.
+        assert b"was cancelled (POST /api/inflight/" in received
 
     async def released() -> bool:
         running = {e["model"]: e for e in (await client.get("/running")).json()["running"]}
@@ -662,6 +666,39 @@ async def test_inflight_lists_a_stream_and_cancel_ends_it(
         response = await client.post(f"/api/inflight/{unknown}/cancel")
         assert response.status_code == 404, response.text
         assert response.json()["error"]["message"]
+
+
+async def test_a_request_cancelled_while_its_model_loads_gets_an_error(
+    shared: str, client: httpx.AsyncClient
+) -> None:
+    session = f"s-{uuid.uuid4()}"
+    answers: list[httpx.Response] = []
+
+    async def ask() -> None:
+        headers = {**AUTH, "x-session-id": session}
+        answer = await client.post("/v1/chat/completions", json=chat("held"), headers=headers)
+        answers.append(answer)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        entries: list[dict[str, Any]] = []
+
+        async def listed() -> bool:
+            nonlocal entries
+            response = await client.get("/api/inflight")
+            entries = [e for e in response.json() if e["session_id"] == session]
+            return bool(entries)
+
+        await wait_until(listed)
+        response = await client.post(f"/api/inflight/{entries[0]['id']}/cancel")
+        assert response.status_code == 200
+    # Its start goes on (the scheduler runs one start at a time): stop it for the next tests.
+    response = await client.post("/api/models/unload/held?force=true", headers=AUTH)
+    assert response.status_code == 200, response.text
+    (answer,) = answers
+    assert answer.status_code == 503, answer.text
+    assert "was cancelled (POST /api/inflight/" in answer.json()["error"]["message"]
+    assert answer.json()["request_id"] == entries[0]["request_id"]
 
 
 # --- 6. events ----------------------------------------------------------------------------------

@@ -11,7 +11,9 @@
     │   ├── UpstreamProtocolError  not valid HTTP (or a request that cannot be forwarded)
     │   └── UpstreamTimeout        timeouts.connect or timeouts.responseHeader passed
     ├── ShuttingDown         trioswap is stopping and takes no new work
+    ├── RequestCancelled     ended by POST /api/inflight/<id>/cancel
     ├── SummaryFailed        the model gave no summary of dropped turns (the optimizer falls back)
+    ├── ActivityStoreError   store.path is in use, another program's, or of a newer trioswap
     ├── BadRequest           the client's request cannot be understood
     │   ├── RouteNotFound    no route has the path
     │   ├── MethodNotAllowed
@@ -117,6 +119,13 @@ class UpstreamTimeout(UpstreamError):
 class ShuttingDown(TrioswapError):
     def __init__(self) -> None:
         super().__init__("trioswap is shutting down")
+
+
+class RequestCancelled(TrioswapError):
+    """Ended by `POST /api/inflight/<id>/cancel` (the web UI's Cancel)."""
+
+    def __init__(self, entry_id: int) -> None:
+        super().__init__(f"the request was cancelled (POST /api/inflight/{entry_id}/cancel)")
 
 
 class BadRequest(TrioswapError):

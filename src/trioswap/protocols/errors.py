@@ -22,6 +22,7 @@ from trioswap.errors import (
     ModelNotLoaded,
     ModelStartError,
     PayloadTooLarge,
+    RequestCancelled,
     RequestTimeout,
     RouteNotFound,
     ShuttingDown,
@@ -60,6 +61,7 @@ _KINDS: dict[type[BaseException], Kind] = {
     UpstreamError: Kind(502, "upstream_error", "api_error"),
     UpstreamTimeout: Kind(504, "upstream_error", "api_error"),
     ShuttingDown: Kind(503, "unavailable_error", "overloaded_error"),
+    RequestCancelled: Kind(503, "unavailable_error", "api_error"),
     InternalError: _INTERNAL,
 }
 # The client should not reuse a connection whose request body was left unread.

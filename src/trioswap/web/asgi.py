@@ -13,6 +13,7 @@ import trio
 from trioswap.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
+    RequestCancelled,
     RequestTimeout,
     ShuttingDown,
     TrioswapError,
@@ -219,11 +220,14 @@ class ProxyApp:
                 else:
                     await run_pipeline(pipeline, exchange)
                 nursery.cancel_scope.cancel()
-            if in_flight.cutting and sink.state is not DONE:
+            cancelled = watch is not None and watch.entry.cancelled
+            if (in_flight.cutting or cancelled) and sink.state is not DONE:
                 # The exchange's nursery is gone, and with it whoever took the ASGI messages.
+                assert exchange is not None
+                error = RequestCancelled(watch.entry.id) if cancelled and watch else ShuttingDown()
                 async with trio.open_nursery() as nursery:
                     transport.before_end = watcher(receive, sink, nursery)
-                    await deliver_error(exchange, ShuttingDown())
+                    await deliver_error(exchange, error)
                     nursery.cancel_scope.cancel()
         finally:
             if cut is not None:
