@@ -57,6 +57,8 @@ STATS_SAMPLE = 10_000
 PENDING_LIMIT = 1000
 # How long a second process waits for the file's lock before it is told the file is in use.
 LOCK_WAIT = 0.5
+# How long the writer waits after a record arrives before it writes (seconds).
+FLUSH_INTERVAL = 0.1
 # How long the writer may take, at shutdown, to write what is queued.
 SHUTDOWN_FLUSH = 5.0
 # llama-swap's paging: 25 a page, at most 999.
@@ -340,7 +342,8 @@ class ActivityStore(trio.abc.AsyncResource):
 
     async def add(self, record: ActivityRecord) -> ActivityRecord:
         """`record` as stored: with its id, and its fields bounded (text clipped, numbers
-        that cannot be measures made None). Written soon; seen by every later query."""
+        that cannot be measures made None). Written within FLUSH_INTERVAL; seen by every
+        later query."""
         if self._connection is None:
             raise trio.ClosedResourceError("the activity store is closed")
         stored = _bounded(record, record.id or self.reserve_id())
@@ -359,6 +362,9 @@ class ActivityStore(trio.abc.AsyncResource):
         try:
             while True:
                 await self._wake.wait()
+                # Gather what arrives meanwhile: one thread hop and one transaction for many
+                # records, not one each (queries write what is pending first, so they see all).
+                await trio.sleep(FLUSH_INTERVAL)
                 self._wake = trio.Event()
                 await self._flush()
         finally:
