@@ -78,6 +78,12 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], str]] = {
         ["--no-llama-swap"],
         "1000 concurrent streaming connections through a swap group, next to llama-swap",
     ),
+    "observability": (
+        "observability_overhead.py",
+        [],
+        ["--duration", "4", "--rounds", "2"],
+        "what observability costs: minimal, default and heavy trioswaps next to direct",
+    ),
 }
 
 
