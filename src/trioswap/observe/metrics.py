@@ -89,10 +89,12 @@ _STATES = tuple(state.value for state in ModelState)
 disable_created_metrics()
 
 
-def error_kind(error: BaseException) -> str:
-    """The `kind` label of an error: its place in trioswap's exception tree, "internal" else."""
+def error_kind(error: BaseException | type[BaseException]) -> str:
+    """The `kind` label of an error (or its class): its place in trioswap's exception tree,
+    "internal" else."""
+    found = error if isinstance(error, type) else type(error)
     for cls, kind in _ERROR_KINDS:
-        if isinstance(error, cls):
+        if issubclass(found, cls):
             return kind
     return "internal"
 

@@ -56,8 +56,10 @@ class Exchange:
     request_id: str = ""
     # Told the model's name once `resolve` knows it (the in-flight list shows it).
     on_model: Callable[[str], None] | None = None
-    # The error the exchange ended with, if it did (its kind is counted in /metrics).
-    error: Exception | None = None
+    # The class of the error the exchange ended with, if it did (counted in /metrics). Not the
+    # error itself: its traceback's frames hold the exchange, a cycle that would keep the
+    # request body alive until the garbage collector runs.
+    error: type[Exception] | None = None
     # Set by `read_body`; None while the body is still unread (and then passed on as it comes).
     body: bytes | None = None
     json: dict[str, Any] | None = None

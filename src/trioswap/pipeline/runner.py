@@ -31,7 +31,7 @@ async def run_pipeline(pipeline: Pipeline, exchange: Exchange) -> None:
 async def deliver_error(exchange: Exchange, error: Exception) -> None:
     request_id = exchange.request_id or new_request_id()
     error = _unwrap(error)
-    exchange.error = error
+    exchange.error = type(error)
     where = f"{clip(exchange.method)} {clip(exchange.path)}"
     if exchange.translation is not None:
         where += f" ({exchange.translation.codec.label.decode()})"
@@ -41,7 +41,8 @@ async def deliver_error(exchange: Exchange, error: Exception) -> None:
         log.log(level, "%s %s -> %d: %s", request_id, where, status, error)
     else:
         log.error("%s %s -> 500: unexpected error", request_id, where, exc_info=error)
-        error = exchange.error = InternalError(request_id)
+        error = InternalError(request_id)
+        exchange.error = InternalError
     # Shielded: an error answer is short, and cut halfway it would leave the client a broken
     # response instead of the error.
     with trio.CancelScope(shield=True):
