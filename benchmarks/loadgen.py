@@ -111,6 +111,13 @@ def wrk_version() -> str:
     return first[0].split(" Copyright")[0].strip() if first else "wrk"
 
 
+def load_tool() -> tuple[str, str]:
+    """The load generator to use ("wrk" when installed, else "python"), and how to name it."""
+    if have_wrk():
+        return "wrk", f"{wrk_version()} (1 thread)"
+    return "python", "Python threads + http.client (wrk not found: it competes for CPU)"
+
+
 def _lua_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 

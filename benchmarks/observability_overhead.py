@@ -450,12 +450,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         python_help="for trioswap and the responders",
     )
     args = parser.parse_args(argv)
-    args.tool = "wrk" if loadgen.have_wrk() else "python"
-    args.tool_label = (
-        f"{loadgen.wrk_version()} (1 thread)"
-        if args.tool == "wrk"
-        else "Python threads + http.client (wrk not found: it competes for CPU)"
-    )
+    args.tool, args.tool_label = loadgen.load_tool()
     return args
 
 
