@@ -7,6 +7,7 @@ client sockets. Every process a test starts is killed (its whole process group) 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -142,6 +143,33 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+@contextlib.contextmanager
+def responders() -> Iterator[Callable[..., str]]:
+    """`start(*argv)`: the URL of a responder run as `argv` (which binds port 0 and says where
+    on its first line), started once per distinct argv and stopped on the way out."""
+    started: dict[tuple[str, ...], tuple[subprocess.Popen[str], str]] = {}
+
+    def start(*argv: str) -> str:
+        if argv not in started:
+            process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, text=True, start_new_session=True
+            )
+            assert process.stdout is not None
+            line = process.stdout.readline()  # the first line says where it listens
+            process.stdout.close()  # the responder shrugs off a closed stdout
+            match = re.search(r"listening on (http://\S+)", line)
+            assert match, f"responder {argv} did not start: {line!r}"
+            started[argv] = (process, match[1])
+        return started[argv][1]
+
+    try:
+        yield start
+    finally:
+        for process, _ in started.values():
+            kill_group(process.pid)
+            process.wait()
 
 
 LaunchFn = Callable[..., Awaitable[Trioswap]]

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
@@ -24,6 +21,8 @@ from anthropic.types import Message, RawMessageStreamEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 
+from tests.conftest import responders
+
 RESPONDER = (sys.executable, "-m", "trioswap.responder", "--port", "0")
 MODEL = "apis-model"
 TEXT = "Hello from the responder."
@@ -36,40 +35,12 @@ Serve = Callable[..., str]
 T = TypeVar("T")
 
 
-def kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def serve() -> Iterator[Serve]:
     """`serve(*args)`: the URL of a responder started with these arguments, started once for
     the module; it binds port 0 and says where."""
-    started: dict[tuple[str, ...], tuple[subprocess.Popen[str], str]] = {}
-
-    def url(*args: str) -> str:
-        if args not in started:
-            process = subprocess.Popen(
-                [*RESPONDER, "--model-id", MODEL, "--response-text", TEXT, *args],
-                stdout=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
-            assert process.stdout is not None
-            line = process.stdout.readline()  # the first line says where it listens
-            # Not read any further: the responder shrugs off a closed stdout.
-            process.stdout.close()
-            match = re.search(r"listening on (http://\S+)", line)
-            assert match, f"responder {args} did not start: {line!r}"
-            started[args] = (process, match[1])
-        return started[args][1]
-
-    try:
-        yield url
-    finally:
-        for process, _ in started.values():
-            kill_group(process.pid)
-            process.wait()
+    with responders() as start:
+        yield lambda *args: start(*RESPONDER, "--model-id", MODEL, "--response-text", TEXT, *args)
 
 
 @contextlib.asynccontextmanager

@@ -7,11 +7,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
@@ -24,6 +21,7 @@ import pytest
 import trio
 from tokenizers import Tokenizer, models
 
+from tests.conftest import responders
 from tests.test_tokens import SPECIALS, write_gguf
 from trioswap.responder.ollama import catalogue, families
 
@@ -55,37 +53,16 @@ GIN_NOT_FOUND = "404 page not found"
 Serve = Callable[..., str]
 
 
-def kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def serve() -> Iterator[Serve]:
     """`serve(*args)`: the URL of an --ollama responder (a plain one with `ollama=False`) started
     with these arguments, once for the module."""
-    started: dict[tuple[str, ...], tuple[subprocess.Popen[str], str]] = {}
+    with responders() as start:
 
-    def url(*args: str, ollama: bool = True) -> str:
-        args = (*(OLLAMA if ollama else RESPONDER), *args)
-        if args not in started:
-            process = subprocess.Popen(
-                args, stdout=subprocess.PIPE, text=True, start_new_session=True
-            )
-            assert process.stdout is not None
-            line = process.stdout.readline()  # the first line says where it listens
-            process.stdout.close()  # the responder shrugs off a closed stdout
-            match = re.search(r"listening on (http://\S+)", line)
-            assert match, f"responder {args} did not start: {line!r}"
-            started[args] = (process, match[1])
-        return started[args][1]
+        def url(*args: str, ollama: bool = True) -> str:
+            return start(*(OLLAMA if ollama else RESPONDER), *args)
 
-    try:
         yield url
-    finally:
-        for process, _ in started.values():
-            kill_group(process.pid)
-            process.wait()
 
 
 @contextlib.asynccontextmanager
