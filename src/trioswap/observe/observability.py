@@ -36,6 +36,7 @@ from trioswap.protocols.errors import Headers
 
 if TYPE_CHECKING:
     from trioswap.pipeline.exchange import Exchange
+    from trioswap.pipeline.sink import Transport
     from trioswap.supervisor import ModelState, Supervisor
 
 
@@ -242,18 +243,9 @@ class ObservedTransport:
 
     __slots__ = ("_inner", "_watch")
 
-    def __init__(self, inner: Any, watch: Watch) -> None:
+    def __init__(self, inner: Transport, watch: Watch) -> None:
         self._inner = inner
         self._watch = watch
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in ObservedTransport.__slots__:
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._inner, name, value)
 
     async def start(self, status: int, headers: Headers) -> None:
         watch = self._watch

@@ -193,7 +193,7 @@ class ProxyApp:
         await self._control(scope, receive, send)
 
     async def _serve(self, pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
-        transport: AsgiTransport | ObservedTransport = AsgiTransport(send)
+        transport = AsgiTransport(send)
         sink = Sink(transport, pipeline.family)
         in_flight = self.in_flight
         observability = self._observability
@@ -210,8 +210,7 @@ class ProxyApp:
                 if observability is not None:
                     client = scope.get("client")
                     watch = observability.begin(exchange, cut, client[0] if client else None)
-                    transport = ObservedTransport(transport, watch)
-                    sink.transport = transport
+                    sink.transport = ObservedTransport(transport, watch)
                 if exchange.method not in pipeline.methods:
                     error = MethodNotAllowed(exchange.method, exchange.path, pipeline.methods)
                     await deliver_error(exchange, error)
