@@ -37,6 +37,7 @@ class Child:
         self.output = trio.lowlevel.FdStream(output)
         # The model server's own pid, once the watchdog reports it: what cmdStop's ${PID} means.
         self.pid: int | None = None
+        self._model_pidfd: int | None = None
 
     async def started(self) -> bool:
         """Wait for the model's pid; False if its command could not be run (the watchdog then
@@ -47,12 +48,22 @@ class Child:
                 report += chunk
         if report.strip().isdigit():
             self.pid = int(report)
+            try:
+                self._model_pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                pass  # it has already exited and been reaped by the watchdog
         return self.pid is not None
 
     async def wait(self) -> int:
-        """Wait until it has exited; the model's return code (negative: killed by that signal)."""
+        """Wait until the watchdog and the model have exited; the model's return code (negative:
+        killed by that signal)."""
         if self._watchdog.poll() is None:
             await trio.lowlevel.wait_readable(self._pidfd)
+        if self._model_pidfd is not None:
+            # The watchdog reaps the model before it exits, so this is instant unless the
+            # watchdog itself was SIGKILLed: then the model, SIGKILLed too, can outlive it by a
+            # moment, and "stopped" must not be said of a process that still holds its port.
+            await trio.lowlevel.wait_readable(self._model_pidfd)
         return self._watchdog.wait()
 
     @property
@@ -76,6 +87,8 @@ class Child:
     def close(self) -> None:
         self._pid_pipe.close()
         os.close(self._pidfd)
+        if self._model_pidfd is not None:
+            os.close(self._model_pidfd)
 
 
 def spawn(cmd: Sequence[str], env: Mapping[str, str], grace: float) -> Child:
