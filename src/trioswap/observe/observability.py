@@ -261,14 +261,22 @@ class ObservedTransport:
         await self._inner.start(status, headers)
 
     async def body(self, chunk: bytes, more: bool) -> None:
-        watch = self._watch
         if chunk:
-            watch.entry.bytes_out += len(chunk)
-            if watch.meter is not None:
-                watch.meter.feed(chunk, time.time())
-            if watch.capture is not None:
-                watch.capture.add_response_chunk(chunk)
+            self._tap(chunk)
         await self._inner.body(chunk, more)
+
+    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
+        if body:
+            self._tap(body)
+        await self._inner.relay(raw, body, chunked)
+
+    def _tap(self, chunk: bytes) -> None:
+        watch = self._watch
+        watch.entry.bytes_out += len(chunk)
+        if watch.meter is not None:
+            watch.meter.feed(chunk, time.time())
+        if watch.capture is not None:
+            watch.capture.add_response_chunk(chunk)
 
 
 def _model_of(exchange: Exchange) -> str | None:

@@ -38,6 +38,12 @@ class Transport(Protocol):
 
     async def start(self, status: int, headers: Headers) -> None: ...
     async def body(self, chunk: bytes, more: bool) -> None: ...
+    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
+        """Body bytes as the upstream framed them: `raw` as they came on the wire, `body` the
+        payload they carry (the same bytes unless `chunked`, when `raw` has the chunk framing
+        and, over the whole response, ends with the last chunk). A transport that frames its
+        response the same way sends `raw` untouched; the response still ends with `body(b"",
+        False)`."""
 
 
 class ResponseState(Enum):
@@ -81,6 +87,13 @@ class Sink:
         if state is not EVENTS and state is not BYTES:
             raise SinkStateError(f"body chunk sent while {state.value}")
         await self.transport.body(chunk, True)
+
+    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
+        """Body bytes passed through as the upstream framed them (see `Transport.relay`)."""
+        state = self.state
+        if state is not EVENTS and state is not BYTES:
+            raise SinkStateError(f"body chunk relayed while {state.value}")
+        await self.transport.relay(raw, body, chunked)
 
     async def end(self, chunk: bytes = b"") -> None:
         state = self.state

@@ -60,6 +60,11 @@ class AsgiTransport:
             self.before_end()
         await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
 
+    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
+        # hypercorn frames the response itself.
+        if body:
+            await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
 
 class AsgiBody:
     """The client's request body as hypercorn delivers it (see `pipeline.exchange.RequestBody`).
