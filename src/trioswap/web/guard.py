@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from enum import Enum
 
 from trioswap.clip import clip
 from trioswap.errors import Forbidden
@@ -44,6 +45,15 @@ from trioswap.protocols.errors import Family, new_request_id
 from trioswap.web.asgi import ASGIApp, Message, Receive, Scope, Send, answer_unread
 
 log = logging.getLogger("trioswap.guard")
+
+
+class Verdict(Enum):
+    PASS = "pass"
+    PREFLIGHT = "preflight"
+    REFUSE = "refuse"
+
+
+PASS, PREFLIGHT, REFUSE = Verdict.PASS, Verdict.PREFLIGHT, Verdict.REFUSE
 
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _FORM_TYPES = frozenset(
@@ -90,31 +100,42 @@ class Guard:
             await self._app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        host = headers.get(b"host")
-        if self._check_host and host and host not in self._hosts_seen and not self._allowed(host):
-            await self._refuse(scope, receive, send, _host_message(host))
+        method = scope.get("method", "GET") if kind == "http" else None
+        action, refusal, allow = self.verdict(method, scope["path"], headers)
+        if action is PREFLIGHT:
+            assert allow is not None
+            await send_preflight(send, allow, headers)
             return
-        origin = headers.get(b"origin")
-        if origin is not None and (self._any_origin or origin in self._origins):
-            if kind == "http":
-                if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
-                    await send_preflight(send, self._allow_origin(origin), headers)
-                    return
-                send = _with_cors(send, self._allow_origin(origin))
-        elif (origin is not None or b"sec-fetch-site" in headers) and not self._first_party(
-            scope, headers, origin, host
-        ):
-            await self._refuse(scope, receive, send, _cross_site_message(origin))
-            return
-        if (
-            kind == "http"
-            and scope["method"] in _UNSAFE_METHODS
-            and self._routes.match(scope["path"]) is None
-            and _form_like(headers)
-        ):
-            await self._refuse(scope, receive, send, FORM_MESSAGE)
+        if allow is not None:
+            send = _with_cors(send, allow)
+        if refusal is not None:
+            await self._refuse(scope, receive, send, refusal)
             return
         await self._app(scope, receive, send)
+
+    def verdict(
+        self, method: str | None, path: str, headers: dict[bytes, bytes]
+    ) -> tuple[Verdict, str | None, bytes | None]:
+        """What the rules say of a request (`method` None: a websocket handshake): the verdict,
+        the reason for a refusal, and the origin the response allows (None: no CORS headers;
+        a refusal carries them too, so that the page can read why)."""
+        host = headers.get(b"host")
+        if self._check_host and host and host not in self._hosts_seen and not self._allowed(host):
+            return REFUSE, _host_message(host), None
+        origin = headers.get(b"origin")
+        allow: bytes | None = None
+        if origin is not None and (self._any_origin or origin in self._origins):
+            if method is not None:
+                allow = self._allow_origin(origin)
+                if method == "OPTIONS" and b"access-control-request-method" in headers:
+                    return PREFLIGHT, None, allow
+        elif (origin is not None or b"sec-fetch-site" in headers) and not self._first_party(
+            method, path, headers, origin, host
+        ):
+            return REFUSE, _cross_site_message(origin), None
+        if method in _UNSAFE_METHODS and self._routes.match(path) is None and _form_like(headers):
+            return REFUSE, FORM_MESSAGE, allow
+        return PASS, None, allow
 
     def _allowed(self, host: bytes) -> bool:
         lowered = host.lower()
@@ -134,7 +155,8 @@ class Guard:
 
     def _first_party(
         self,
-        scope: Scope,
+        method: str | None,
+        path: str,
         headers: dict[bytes, bytes],
         origin: bytes | None,
         host: bytes | None,
@@ -147,11 +169,10 @@ class Guard:
                 return True
             return (
                 origin is None
-                and scope["type"] == "http"
-                and scope["method"] in ("GET", "HEAD")
+                and method in ("GET", "HEAD")
                 and headers.get(b"sec-fetch-mode") == b"navigate"
                 and headers.get(b"sec-fetch-dest") == b"document"
-                and self._routes.match(scope["path"]) is None
+                and self._routes.match(path) is None
             )
         if origin is None:
             return True
