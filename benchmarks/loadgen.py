@@ -10,6 +10,7 @@
   chunked transfer encoding itself, so event boundaries are exact whatever the proxy's chunking.
 - `ResponseParser`: the same reading without the socket (sans-IO), for clients on an event loop:
   feed it what each `recv()` returns, with the time it returned, and it fills in a `Timed`.
+- `one_stream()`: one stream read to its end: its events and its size on the wire.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class LoadResult:
     errors: int
     # (latency ms, weight) pairs: a run's 1000 quantiles each weigh requests/1000.
     points: list[tuple[float, float]] = field(default_factory=list)
+    # Bytes read off the wire, unfinished responses included (wrk's count; 0: not counted).
+    received: int = 0
 
     @property
     def rps(self) -> float:
@@ -94,6 +97,7 @@ def merge(results: Sequence[LoadResult]) -> LoadResult:
         requests=sum(r.requests for r in results),
         duration=sum(r.duration for r in results),
         errors=sum(r.errors for r in results),
+        received=sum(r.received for r in results),
         points=[point for r in results for point in r.points],
     )
 
@@ -125,8 +129,8 @@ def _lua_string(text: str) -> str:
 _WRK_DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("RESULT %d %d %d\\n", summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.status + e.timeout))
+  io.write(string.format("RESULT %d %d %d %d\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout, summary.bytes))
   local out = {}
   for _, p in ipairs(points) do out[#out + 1] = latency:percentile(p) end
   io.write("QUANTILES " .. table.concat(out, ",") .. "\\n")
@@ -189,11 +193,11 @@ def run_wrk(
     finally:
         Path(script.name).unlink(missing_ok=True)
     text = out.decode(errors="replace")
-    result = re.search(r"^RESULT (\d+) (\d+) (\d+)$", text, re.MULTILINE)
+    result = re.search(r"^RESULT (\d+) (\d+) (\d+) (\d+)$", text, re.MULTILINE)
     quantiles = re.search(r"^QUANTILES (.*)$", text, re.MULTILINE)
     if result is None or quantiles is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{text}")
-    requests, duration_us, errors = (int(g) for g in result.groups())
+    requests, duration_us, errors, received = (int(g) for g in result.groups())
     values = [float(v) / 1000.0 for v in quantiles.group(1).split(",") if v]
     weight = requests / len(values) if values else 0.0
     return LoadResult(
@@ -202,7 +206,8 @@ def run_wrk(
         requests=requests,
         duration=duration_us / 1e6,
         errors=errors,
-        points=[(v, weight) for v in values],
+        points=[(v, weight) for v in values] if requests else [],
+        received=received,
     )
 
 
@@ -302,6 +307,7 @@ class Timed:
     # For event streams: the time each complete SSE event (not [DONE]) arrived, in order.
     event_times: list[float] = field(default_factory=list)
     saw_done: bool = False
+    wire_bytes: int = 0  # the whole response as read off the socket (RawClient only)
 
     @property
     def ttfb_ms(self) -> float:
@@ -342,6 +348,7 @@ class RawClient:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buffer = b""
+        self.received = 0  # bytes read off the socket, over every connection
 
     def connect(self) -> None:
         if self._sock is None:
@@ -376,7 +383,9 @@ class RawClient:
 
     def _recv(self) -> bytes:
         assert self._sock is not None
-        return self._sock.recv(262144)
+        data = self._sock.recv(262144)
+        self.received += len(data)
+        return data
 
     def request(
         self,
@@ -415,9 +424,11 @@ class RawClient:
             sent = time.perf_counter()
         assert self._sock is not None
         timed = Timed(sent=sent)
+        before = self.received - len(self._buffer)
         try:
             self._sock.sendall(wire)
             self._read_response(timed, keep_body)
+            timed.wire_bytes = self.received - len(self._buffer) - before
         except (ProtocolError, OSError):
             self.close()
             if reused and retry_stale and math.isnan(timed.first_byte):
@@ -547,6 +558,17 @@ class _EventSplitter:
             elif b"data:" in event:
                 self._timed.event_times.append(now)
         self._pending = pending[start:]
+
+
+def one_stream(url: str, path: str, body: bytes, headers: Mapping[str, str] | None = None) -> Timed:
+    """One POST of `body` to `url` + `path` on a fresh connection, read to its end: its SSE
+    events and its size on the wire (to turn a load generator's bytes into streams and chunks).
+    Raises RuntimeError when the answer is not a complete stream."""
+    with RawClient(url) as client:
+        timed = client.request("POST", path, body, headers)
+    if timed.status != 200 or not timed.saw_done:
+        raise RuntimeError(f"stream from {url}{path}: {timed.status} {timed.body[:300]!r}")
+    return timed
 
 
 def pooled_gaps(samples: Sequence[Timed]) -> list[float]:

@@ -1,14 +1,15 @@
 """Run every benchmark and regenerate benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run_all.py            # ~7 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py            # ~14 minutes on 2 cores
     .venv/bin/python benchmarks/run_all.py --quick    # ~4 minutes, shorter runs, noisier
     .venv/bin/python benchmarks/run_all.py --only proxies,swap
 
 Each benchmark runs as its own process (overhead.py, proxies.py, swap.py, memory.py,
-connections.py), one after the other, never two at once; their tables go to the terminal as they
-come and into RESULTS.md with the date, the machine, the exact commands and a summary of the
-targets (printed next to the numbers, never asserted: the exit status is 0 unless a benchmark
-fails). Ctrl-C or SIGTERM stops the running benchmark, which stops everything it started.
+connections.py, observability_overhead.py), one after the other, never two at once; their tables
+go to the terminal as they come and into RESULTS.md with the date, the machine, the exact
+commands and a summary of the targets (printed next to the numbers, never asserted: the exit
+status is 0 unless a benchmark fails). Ctrl-C or SIGTERM stops the running benchmark, which stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -46,19 +47,9 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], str]] = {
     "proxies": (
         "proxies.py",
         [],
-        [
-            "--duration",
-            "3",
-            "--llama-duration",
-            "3",
-            "--rounds",
-            "2",
-            "--streams",
-            "10",
-            "--llama-streams",
-            "5",
-        ],
-        "direct vs bare trio proxy vs trioswap vs LiteLLM, on the responder and llama-server",
+        ["--quick"],
+        "direct vs bare trio proxy vs trioswap vs llama-swap vs LiteLLM, on the responder and "
+        "llama-server: JSON replies, single streams, streams under load",
     ),
     "swap": (
         "swap.py",
@@ -190,6 +181,12 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def llama_swap_version(outcomes: Sequence[Outcome]) -> str:
+    """The llama-swap the benchmarks ran beside (they report its -version output)."""
+    found = (o.raw.get("llama_swap_version") for o in outcomes)
+    return next((v for v in found if v), "not run")
+
+
 def render(
     outcomes: list[Outcome],
     info: dict[str, str],
@@ -217,6 +214,7 @@ def render(
         ("trioswap commit", versions["trioswap"]),
         ("wrk", versions["wrk"]),
         ("llama-server", f"{versions['llama-server']}, SmolLM2-135M-Instruct Q4_1, `-t 1`"),
+        ("llama-swap", llama_swap_version(outcomes)),
         ("LiteLLM", f"litellm[proxy] {versions['litellm']}"),
         ("total time", f"{total / 60:.1f} min"),
     ]
