@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import h11
-import httpcore
 import httpx
+import trio
 
 from trioswap.clip import clip
 from trioswap.config import loads
@@ -19,6 +19,7 @@ from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.stages.resolve import body_model
 from trioswap.pipeline.stages.stream import Stream
 from trioswap.pipeline.upstream import upstream_url
+from trioswap.pipeline.wire import ConnectionPool, Origin, RequestTimeouts
 from trioswap.protocols.errors import Family, Headers
 from trioswap.supervisor import ModelServer, Supervisor
 from trioswap.supervisor.process import ServerContext
@@ -54,6 +55,30 @@ class Recorder:
     async def body(self, chunk: bytes, more: bool) -> None:
         self.data += chunk
 
+    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
+        self.data += body
+
+
+class Replay(trio.abc.Stream):
+    """A model server's connection that answers with `wire` whatever it was sent."""
+
+    def __init__(self, wire: bytes) -> None:
+        self.wire = wire
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        data, self.wire = self.wire, b""
+        return data
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
 
 async def relay(wire: bytes) -> Recorder:
     """`wire`, a model server's answer, through the stream stage as fuzz_sse_relay does."""
@@ -76,8 +101,12 @@ async def relay(wire: bytes) -> Recorder:
             upstream_path=b"/v1/chat/completions",
             server=ModelServer(CONFIG.models["m"], 1, context, frozenset()),
         )
-        backend = httpcore.AsyncMockBackend([wire])
-        async with httpcore.AsyncConnectionPool(network_backend=backend) as pool:
+
+        async def connect(origin: Origin, timeouts: RequestTimeouts) -> Replay:
+            await trio.lowlevel.checkpoint()
+            return Replay(wire)
+
+        async with ConnectionPool(connect=connect) as pool:
             await Stream(StageContext(CONFIG, Supervisor(CONFIG, logs), lambda _: pool))(exchange)
     return recorder
 

@@ -35,7 +35,7 @@ async def serve_then_drop(
             nursery.start_soon(one, await listener.accept())
 
 
-async def request_twice(content: bytes | AsyncIterator[bytes], replayable: bool) -> list[bytes]:
+async def request_twice(content: bytes | AsyncIterator[bytes]) -> list[bytes]:
     seen: list[bytes] = []
     (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listener.socket.getsockname()[1]
@@ -45,9 +45,7 @@ async def request_twice(content: bytes | AsyncIterator[bytes], replayable: bool)
         for attempt in range(2):
             body = content if attempt == 0 or isinstance(content, bytes) else one_chunk()
             async with AsyncExitStack() as stack:
-                response = await open_response(
-                    stack, pool, replayable, method=b"POST", url=url, content=body
-                )
+                response = await open_response(stack, pool, method=b"POST", url=url, content=body)
                 assert await response.aread() == b"ok"
         nursery.cancel_scope.cancel()
     return seen
@@ -58,7 +56,7 @@ async def one_chunk() -> AsyncIterator[bytes]:
 
 
 async def test_a_replayable_request_is_sent_again_on_a_new_connection() -> None:
-    seen = await request_twice(b"{}", replayable=True)
+    seen = await request_twice(b"{}")
     # First request, the second one on the reused connection (dropped), then the retry.
     assert seen.count(b"dropped") == 1
     assert sum(1 for s in seen if s.startswith(b"POST")) == 2
@@ -66,5 +64,5 @@ async def test_a_replayable_request_is_sent_again_on_a_new_connection() -> None:
 
 async def test_a_streamed_body_is_not_sent_twice() -> None:
     with pytest.raises(ExceptionGroup) as caught:
-        await request_twice(one_chunk(), replayable=False)
+        await request_twice(one_chunk())
     assert caught.group_contains(httpcore.RemoteProtocolError)

@@ -380,7 +380,6 @@ class Ollama:
                 response = await open_response(
                     stack,
                     self._pool,
-                    True,
                     method=method,
                     url=upstream_url(self.endpoint, path, b""),
                     headers=_JSON if content is not None else [],

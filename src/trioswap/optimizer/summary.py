@@ -26,6 +26,7 @@ from trioswap.clip import clip
 from trioswap.errors import TrioswapError
 from trioswap.pipeline.translated import read_reply
 from trioswap.pipeline.upstream import TRANSPORT_ERRORS, open_response, upstream_url
+from trioswap.pipeline.wire import ConnectionPool
 
 _RULES = """\
 Write the summary in Markdown with exactly these sections, in this order:
@@ -210,7 +211,7 @@ def _messages(summary: str | None, turns: str) -> list[dict[str, Any]]:
 
 
 def open_completer(
-    pool: httpcore.AsyncConnectionPool,
+    pool: ConnectionPool,
     proxy: str,
     model_name: str,
     *,
@@ -242,7 +243,7 @@ def open_completer(
 
 
 async def _post(
-    pool: httpcore.AsyncConnectionPool,
+    pool: ConnectionPool,
     url: httpcore.URL,
     content: bytes,
     extensions: dict[str, Any],
@@ -252,7 +253,6 @@ async def _post(
         response = await open_response(
             stack,
             pool,
-            True,
             method=b"POST",
             url=url,
             headers=_JSON,

@@ -34,7 +34,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-import httpcore
 import trio
 from tokenizers import Tokenizer
 
@@ -42,6 +41,7 @@ from trioswap.config import cmdline
 from trioswap.config.resolved import ModelConfig
 from trioswap.pipeline.count_tokens import post_json
 from trioswap.pipeline.upstream import TRANSPORT_ERRORS
+from trioswap.pipeline.wire import ConnectionPool
 
 log = logging.getLogger("trioswap.optimizer")
 
@@ -92,7 +92,7 @@ class Counter(Protocol):
     async def prepare(
         self,
         texts: Sequence[str],
-        pool: httpcore.AsyncConnectionPool,
+        pool: ConnectionPool,
         proxy: str,
         extensions: dict[str, Any],
     ) -> None:
@@ -163,7 +163,7 @@ class TokenizerCounter:
     async def prepare(
         self,
         texts: Sequence[str],
-        pool: httpcore.AsyncConnectionPool,
+        pool: ConnectionPool,
         proxy: str,
         extensions: dict[str, Any],
     ) -> None:
@@ -200,7 +200,7 @@ class ServerCounter:
     async def prepare(
         self,
         texts: Sequence[str],
-        pool: httpcore.AsyncConnectionPool,
+        pool: ConnectionPool,
         proxy: str,
         extensions: dict[str, Any],
     ) -> None:
@@ -217,7 +217,7 @@ class ServerCounter:
         self,
         text: str,
         limiter: trio.CapacityLimiter,
-        pool: httpcore.AsyncConnectionPool,
+        pool: ConnectionPool,
         proxy: str,
         extensions: dict[str, Any],
     ) -> None:
@@ -241,7 +241,7 @@ class ServerCounter:
 
 
 async def tokenize(
-    pool: httpcore.AsyncConnectionPool,
+    pool: ConnectionPool,
     proxy: str,
     text: str,
     add_special: bool,
@@ -262,7 +262,7 @@ _LONG = (*_SHORT, {"role": "assistant", "content": "Charlie"}, {"role": "user", 
 
 
 async def measure_overhead(
-    pool: httpcore.AsyncConnectionPool, proxy: str, extensions: dict[str, Any]
+    pool: ConnectionPool, proxy: str, extensions: dict[str, Any]
 ) -> tuple[int, int] | None:
     """(per message, per request) tokens the server's chat template adds, or None when the
     server cannot render (`/apply-template`) or count (`/tokenize`). The contents are counted by
@@ -382,7 +382,7 @@ class Counters:
     async def calibrate(
         self,
         model: ModelConfig,
-        pool: httpcore.AsyncConnectionPool,
+        pool: ConnectionPool,
         proxy: str,
         extensions: dict[str, Any],
     ) -> None:

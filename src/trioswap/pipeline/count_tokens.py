@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-import httpcore
-
 from trioswap.pipeline.translated import read_reply
 from trioswap.pipeline.upstream import open_response, upstream_url
+from trioswap.pipeline.wire import ConnectionPool
 from trioswap.protocols import anthropic_chat
 
 BYTES_PER_TOKEN = 3
@@ -29,7 +28,7 @@ _COUNTED = ("system", "messages", "tools", "tool_choice")
 
 async def count_tokens(
     request: Mapping[str, Any],
-    pool: httpcore.AsyncConnectionPool,
+    pool: ConnectionPool,
     proxy: str,
     extensions: dict[str, Any],
 ) -> tuple[int, str]:
@@ -53,7 +52,7 @@ def estimate(request: Mapping[str, Any]) -> int:
 
 
 async def post_json(
-    pool: httpcore.AsyncConnectionPool,
+    pool: ConnectionPool,
     proxy: str,
     path: bytes,
     body: Mapping[str, Any],
@@ -64,7 +63,6 @@ async def post_json(
         response = await open_response(
             stack,
             pool,
-            True,
             method=b"POST",
             url=upstream_url(proxy, path, b""),
             headers=_JSON,

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import httpcore
-
 from trioswap.errors import TrioswapError, UpstreamProtocolError
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.sink import EVENT_STREAM_HEADERS
 from trioswap.pipeline.translation import ANTHROPIC, TRANSLATED_HEADER, StreamTranslator
 from trioswap.pipeline.upstream import is_event_stream, require_event_stream
+from trioswap.pipeline.wire import Response
 from trioswap.protocols.errors import kind_of
 from trioswap.protocols.sse import EventDecoder
 
@@ -30,7 +29,7 @@ MAX_REPLY_BYTES = 64 * 1024 * 1024
 _EVENT_HEADERS = [(b"content-type", b"text/event-stream"), *EVENT_STREAM_HEADERS]
 
 
-async def translated_reply(exchange: Exchange, response: httpcore.Response, model: str) -> None:
+async def translated_reply(exchange: Exchange, response: Response, model: str) -> None:
     translation = exchange.translation
     assert translation is not None
     codec, sink = translation.codec, exchange.sink
@@ -67,7 +66,7 @@ def stream_failure(family: str, stream: StreamTranslator) -> Callable[[TrioswapE
 
 
 async def _continue(
-    exchange: Exchange, response: httpcore.Response, model: str, stream: StreamTranslator
+    exchange: Exchange, response: Response, model: str, stream: StreamTranslator
 ) -> None:
     """The answer after loading progress, through the translator that wrote the progress."""
     assert exchange.translation is not None
@@ -86,7 +85,7 @@ async def _continue(
 
 
 async def _stream(
-    exchange: Exchange, response: httpcore.Response, model: str, stream: StreamTranslator
+    exchange: Exchange, response: Response, model: str, stream: StreamTranslator
 ) -> None:
     sink = exchange.sink
     decoder = EventDecoder(model)
@@ -116,7 +115,7 @@ def parse_object(data: bytes, model: str) -> dict[str, object]:
     return parsed
 
 
-async def read_reply(response: httpcore.Response, model: str) -> bytes:
+async def read_reply(response: Response, model: str) -> bytes:
     """A whole reply that is one JSON object, bounded."""
     body = bytearray()
     async for chunk in response.aiter_stream():

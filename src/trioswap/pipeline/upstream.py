@@ -1,37 +1,30 @@
-"""The connection pools to upstreams (model servers and peers): httpcore's, on trio, with writes
-corked until a read; the URL and timeouts of a request to an upstream; and the one boundary where
-httpcore's exceptions become trioswap's.
+"""The connection pools to upstreams (model servers and peers: trioswap's own client,
+`wire.ConnectionPool`); the URL and timeouts of a request to an upstream; and the one boundary
+where the pool's exceptions (httpcore's classes) become trioswap's.
 
-httpcore sends a request's head and body as separate writes, so a model server wakes up twice
-per request and sees two TCP segments. Holding writes until the first read sends them as one.
-On a 2-core machine the CPU this saves in the model server is CPU trioswap gets back.
-
-A model's or peer's `timeouts` map onto httpcore and the socket like this:
-- `connect`: the TCP connect, name lookup included (httpcore's connect timeout);
+A model's or peer's `timeouts` map onto the pool and the socket like this:
+- `connect`: the TCP connect, name lookup included;
 - `tlsHandshake`: an https:// upstream's TLS handshake alone, after the connect (Go's
-  TLSHandshakeTimeout; httpcore would give the handshake the connect timeout again);
+  TLSHandshakeTimeout);
 - `responseHeader`: any silence of the upstream once connected (see `upstream_timeouts`);
 - `keepalive`: TCP keepalive on upstream sockets: the first probe after that many idle
   seconds, then one every that many; 0 = no probes;
 - `idleConn`: how long an idle connection stays in the pool for reuse; 0 = no limit. As in
   llama-swap (Go's http.Transport) it may outlast the server's own keep-alive (llama-server's
   and hypercorn's 5 s): a connection the server has closed is dropped when the pool next
-  looks at it (httpcore sees it readable), and a request that meets one being closed just
-  then is sent once more (`open_response`);
+  looks at it (it is readable), and a request that meets one being closed just then is sent
+  once more when its body can be (see `wire`);
 - `expectContinue`: unused, trioswap never sends `Expect: 100-continue`.
-httpcore takes tlsHandshake, keepalive and idleConn per pool rather than per request, so there is
-one pool per distinct (idleConn, keepalive, tlsHandshake) in the config, opened at startup:
-usually just one.
+tlsHandshake, keepalive and idleConn are the pool's rather than the request's, so there is one
+pool per distinct (idleConn, keepalive, tlsHandshake) in the config, opened at startup: usually
+just one.
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import re
-import socket
-import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, NamedTuple
 
@@ -46,106 +39,17 @@ from trioswap.errors import (
     UpstreamTimeout,
 )
 from trioswap.pipeline.peers import PeerRoute
+from trioswap.pipeline.wire import ConnectionPool, Response, TLSHandshakeTimeout, origin_of
 
 # Connections to model servers are not capped: each serves one client connection, so the client
 # side already bounds them, and a cap only makes streams past it wait without a status line.
 IDLE_CONNECTIONS = 256
-CORK_LIMIT = 65536
 # What HTTP/1.1 does not allow raw in a request target (h11 refuses it).
 _NOT_VCHAR = re.compile(rb"[^\x21-\x7e]")
 
 
-# Whether the request being sent in this task went out on a connection that served one before.
-_reused: contextvars.ContextVar[bool] = contextvars.ContextVar("reused", default=False)
-
-
-class TLSHandshakeTimeout(httpcore.ConnectTimeout):
-    """`timeouts.tlsHandshake` passed (a ConnectTimeout to httpcore, which handles it as one)."""
-
-
-class _CorkedStream(httpcore.AsyncNetworkStream):
-    def __init__(self, inner: httpcore.AsyncNetworkStream, tls_timeout: float | None) -> None:
-        self._inner = inner
-        self._tls_timeout = tls_timeout
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._requests = 0
-        self._reading = True  # the next write starts a request
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if self._reading:
-            self._reading = False
-            _reused.set(self._requests > 0)
-            self._requests += 1
-        if buffer:
-            self._pending.append(buffer)
-            self._pending_size += len(buffer)
-            # A streamed upload goes on as it comes; only small writes wait for company.
-            if self._pending_size >= CORK_LIMIT:
-                await self._flush(timeout)
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._reading = True
-        if self._pending:
-            await self._flush(timeout)
-        return await self._inner.read(max_bytes, timeout)
-
-    async def _flush(self, timeout: float | None) -> None:
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        self._pending_size = 0
-        await self._inner.write(data, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        if self._pending:
-            await self._flush(timeout)
-        # httpcore passes the connect timeout; the handshake has its own.
-        try:
-            inner = await self._inner.start_tls(ssl_context, server_hostname, self._tls_timeout)
-        except httpcore.ConnectTimeout as exc:
-            raise TLSHandshakeTimeout() from exc
-        return _CorkedStream(inner, self._tls_timeout)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _CorkedBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, tls_timeout: float | None) -> None:
-        self._inner = httpcore.TrioBackend()
-        self._tls_timeout = tls_timeout
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _CorkedStream(stream, self._tls_timeout)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
-        return _CorkedStream(stream, self._tls_timeout)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
 class SocketSettings(NamedTuple):
-    """What httpcore sets per pool rather than per request (seconds; None = no bound/off)."""
+    """What is set per pool rather than per request (seconds; None = no bound/off)."""
 
     idle_conn: float | None
     keepalive: float | None
@@ -153,35 +57,23 @@ class SocketSettings(NamedTuple):
 
 
 # The pool that serves an upstream with these timeouts.
-PoolFor = Callable[[Timeouts], httpcore.AsyncConnectionPool]
+PoolFor = Callable[[Timeouts], ConnectionPool]
 
 
 def socket_settings(timeouts: Timeouts) -> SocketSettings:
     return SocketSettings(timeouts.idle_conn, timeouts.keepalive, timeouts.tls_handshake)
 
 
-def _socket_options(keepalive: float | None) -> list[tuple[int, int, int]]:
-    if keepalive is None:
-        return []
-    seconds = max(1, round(keepalive))
-    return [
-        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
-        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds),
-        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds),
-    ]
-
-
 def open_upstream_pool(
     idle_conn: float | None = None,
     keepalive: float | None = None,
     tls_handshake: float | None = None,
-) -> httpcore.AsyncConnectionPool:
-    return httpcore.AsyncConnectionPool(
-        max_connections=None,
-        max_keepalive_connections=IDLE_CONNECTIONS,
-        keepalive_expiry=idle_conn,
-        socket_options=_socket_options(keepalive),
-        network_backend=_CorkedBackend(tls_handshake),
+) -> ConnectionPool:
+    return ConnectionPool(
+        idle_conn=idle_conn,
+        keepalive=keepalive,
+        tls_handshake=tls_handshake,
+        max_idle=IDLE_CONNECTIONS,
     )
 
 
@@ -193,7 +85,7 @@ async def open_upstream_pools(config: Config) -> AsyncIterator[PoolFor]:
     if config.ollama is not None:
         everyone.append(config.ollama.timeouts)
     async with AsyncExitStack() as stack:
-        pools: dict[SocketSettings, httpcore.AsyncConnectionPool] = {}
+        pools: dict[SocketSettings, ConnectionPool] = {}
         for timeouts in everyone:
             settings = socket_settings(timeouts)
             if settings not in pools:
@@ -201,40 +93,21 @@ async def open_upstream_pools(config: Config) -> AsyncIterator[PoolFor]:
         yield lambda timeouts: pools[socket_settings(timeouts)]
 
 
-async def close_idle_connections(pool: httpcore.AsyncConnectionPool, base_url: str) -> None:
+async def close_idle_connections(pool: ConnectionPool, base_url: str) -> None:
     """Close pooled keep-alive connections to one model server before it is stopped: servers
     such as llama-server wait for open connections (up to their keep-alive timeout) on
     SIGTERM, which would make every swap that much slower."""
-    origin = httpcore.URL(base_url).origin
-    for connection in pool.connections:
-        if connection.is_idle() and connection.can_handle_request(origin):
-            await connection.aclose()
+    await pool.close_idle(origin_of(httpcore.URL(base_url)))
 
 
-async def open_response(
-    stack: AsyncExitStack,
-    pool: httpcore.AsyncConnectionPool,
-    replayable: bool,
-    **request: Any,
-) -> httpcore.Response:
+async def open_response(stack: AsyncExitStack, pool: ConnectionPool, **request: Any) -> Response:
     """Send a request (`pool.stream`'s arguments) and return its response once the head is in;
-    `stack` closes it.
-
-    A server may close an idle keep-alive connection just as the pool hands it to a request; the
-    request then fails before any answer, having never been seen. Such a request is sent once
-    more on a new connection, as nginx and Go's HTTP client do, when its body can be sent again
-    (bytes, not a stream being passed through)."""
-    _reused.set(False)
-    try:
-        return await stack.enter_async_context(pool.stream(**request))
-    except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
-        if not (replayable and _reused.get()):
-            raise
-        return await stack.enter_async_context(pool.stream(**request))
+    `stack` closes it."""
+    return await stack.enter_async_context(pool.stream(**request))
 
 
 def upstream_timeouts(upstream: ModelConfig | PeerConfig) -> dict[str, float | None]:
-    """httpcore's timeouts for a model server or peer: `timeouts.connect` for connecting, and
+    """The pool's timeouts for a model server or peer: `timeouts.connect` for connecting, and
     `timeouts.responseHeader` for any silence of the upstream after that (waiting for its
     response head, between body chunks, or for it to take our request), so that a hung server
     cannot hold a request forever. None is no bound."""
@@ -276,9 +149,9 @@ TRANSPORT_ERRORS = (*HTTPCORE_ERRORS, UpstreamError)
 
 @contextmanager
 def upstream_errors(target: ModelConfig | PeerRoute) -> Iterator[None]:
-    """The one place httpcore's exceptions become trioswap's, as specific as httpcore's (as
-    httpx's `map_httpcore_exceptions` does), naming the model server or peer and the config key
-    of a timeout that passed."""
+    """The one place the pool's exceptions (httpcore's classes) become trioswap's, as specific
+    as they are (as httpx's `map_httpcore_exceptions` does), naming the model server or peer and
+    the config key of a timeout that passed."""
     try:
         yield
     except HTTPCORE_ERRORS as exc:
@@ -350,7 +223,7 @@ def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def response_header(response: httpcore.Response, name: bytes) -> bytes:
+def response_header(response: Response, name: bytes) -> bytes:
     """A header of an upstream's response (`name` in lower case), or b""."""
     for key, value in response.headers:
         if key.lower() == name:
@@ -358,12 +231,12 @@ def response_header(response: httpcore.Response, name: bytes) -> bytes:
     return b""
 
 
-def is_event_stream(response: httpcore.Response) -> bool:
+def is_event_stream(response: Response) -> bool:
     # Media types are case-insensitive (RFC 9110, 8.3.1).
     return response_header(response, b"content-type").lower().startswith(b"text/event-stream")
 
 
-def require_event_stream(response: httpcore.Response, model: str) -> None:
+def require_event_stream(response: Response, model: str) -> None:
     """After progress went out as events, only an event stream can continue the response."""
     if not is_event_stream(response):
         shown = response_header(response, b"content-type").decode(errors="replace")

@@ -2,9 +2,10 @@
 model, and stream the response back unbuffered.
 
 Status and headers go to the client as soon as the upstream's arrive, then every body chunk as it
-arrives. httpcore's connection pool (httpx's own transport) keeps upstream connections alive
-between requests; httpx's client layer is skipped on this path because it costs measurably per
-request (see DESIGN.md, "The hot path").
+arrives: when nothing transforms the answer, as the upstream framed it (`Sink.relay`), so a front
+that frames its response the same way passes the bytes on untouched. trioswap's own pool
+(`wire.ConnectionPool`) keeps upstream connections alive between requests (see DESIGN.md, "The
+hot path").
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
-
-import httpcore
 
 from trioswap.config import ModelConfig, PeerConfig
 from trioswap.errors import UpstreamError
@@ -37,6 +36,7 @@ from trioswap.pipeline.upstream import (
     upstream_timeouts,
     upstream_url,
 )
+from trioswap.pipeline.wire import ConnectionPool, Response
 from trioswap.protocols.errors import Headers
 
 log = logging.getLogger("trioswap.proxy")
@@ -69,7 +69,7 @@ ERROR_DETAIL_BYTES = 2000
 class _Route:
     """How requests reach one model server or peer, computed once at startup."""
 
-    pool: httpcore.AsyncConnectionPool
+    pool: ConnectionPool
     extensions: dict[str, Any]
     # Request headers not passed on, and headers added.
     drop: frozenset[bytes]
@@ -179,15 +179,14 @@ class Stream:
                 elif length := response_header(response, b"content-length"):
                     out.append((b"content-length", length))
                 await sink.start(response.status, out, events=events)
-                async for chunk in response.aiter_stream():
-                    await sink.send(chunk)
+                chunked = response.chunked
+                async for raw, body in response.aiter_raw():
+                    await sink.relay(raw, body, chunked)
         await sink.end()
         return True
 
 
-async def _open(
-    stack: AsyncExitStack, exchange: Exchange, route: _Route, proxy: str
-) -> httpcore.Response:
+async def _open(stack: AsyncExitStack, exchange: Exchange, route: _Route, proxy: str) -> Response:
     """Send the exchange's request (as it is now: `translate` may change it between tries)."""
     headers = [(k, v) for k, v in exchange.headers if k not in route.drop]
     headers.extend(route.credentials)
@@ -205,7 +204,6 @@ async def _open(
     return await open_response(
         stack,
         route.pool,
-        not isinstance(content, AsyncIterator),
         method=exchange.method,
         url=url,
         headers=headers,
@@ -219,8 +217,8 @@ async def _retry_smaller(
     exchange: Exchange,
     route: _Route,
     proxy: str,
-    response: httpcore.Response,
-) -> httpcore.Response:
+    response: Response,
+) -> Response:
     """A 400 to an optimized request: if the server refused the prompt for its size, send it
     once more, made smaller by the optimizer; else the same answer, read."""
     assert exchange.shrink is not None
@@ -229,7 +227,7 @@ async def _retry_smaller(
     sizes = context_overflow(detail)
     if sizes is not None and exchange.shrink(*sizes):
         return await _open(stack, exchange, route, proxy)
-    return httpcore.Response(response.status, headers=response.headers, content=detail)
+    return Response.buffered(response.status, response.headers, detail)
 
 
 def context_overflow(detail: bytes) -> tuple[int, int] | None:
@@ -243,7 +241,7 @@ def context_overflow(detail: bytes) -> tuple[int, int] | None:
     return None
 
 
-async def _read_bounded(response: httpcore.Response, limit: int) -> bytes:
+async def _read_bounded(response: Response, limit: int) -> bytes:
     detail = b""
     async for chunk in response.aiter_stream():
         detail += chunk
@@ -262,7 +260,7 @@ async def _answer_count(exchange: Exchange, route: _Route, proxy: str) -> None:
     await exchange.sink.respond(200, body, headers)
 
 
-async def _continue_stream(exchange: Exchange, response: httpcore.Response) -> None:
+async def _continue_stream(exchange: Exchange, response: Response) -> None:
     """The client already has our status, headers and loading progress: the server's stream
     continues that response, rewritten to follow it, or its failure becomes an error event."""
     assert exchange.model_id is not None and exchange.loading is not None
