@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psutil
 import trio
 
 from trioswap.observe.timeformat import LAYOUTS
@@ -218,6 +217,8 @@ GPU_TOOLS = (NVIDIA_SMI, ROCM_SMI)
 def read_system() -> SysStat:
     """One psutil reading (blocking file reads: run it in a thread). CPU percentages are since
     the previous call: the first call in a process reads 0."""
+    import psutil  # here, in the worker thread: trioswap already serves while it loads
+
     memory = psutil.virtual_memory()
     swap = psutil.swap_memory()
     load = psutil.getloadavg()
@@ -238,6 +239,13 @@ def read_system() -> SysStat:
             if name != "lo"
         ),
     )
+
+
+def _start_cpu_interval() -> None:
+    """The first CPU reading only starts psutil's interval."""
+    import psutil  # here, in the worker thread: trioswap already serves while it loads
+
+    psutil.cpu_percent(percpu=True)
 
 
 def _sys_json(timestamp: str, s: SysStat) -> dict[str, Any]:
@@ -311,8 +319,7 @@ class SystemStats:
         if not self.enabled:
             task_status.started()
             return
-        # The first CPU reading only starts psutil's interval.
-        await trio.to_thread.run_sync(psutil.cpu_percent, None, True)
+        await trio.to_thread.run_sync(_start_cpu_interval)
         task_status.started()
         deadline = trio.current_time()
         while True:

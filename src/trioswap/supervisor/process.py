@@ -19,12 +19,12 @@ import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 
-import httpx
 import trio
 
 from trioswap.config import PORT_SPAN, ModelConfig
 from trioswap.observe.logs import LogHub
 from trioswap.redact import shown_command
+from trioswap.supervisor.health import HealthGetter
 from trioswap.supervisor.ports import place
 from trioswap.supervisor.spawn import Child, spawn
 
@@ -73,7 +73,7 @@ class ServerContext:
     """What every start needs, shared by all of them."""
 
     logs: LogHub
-    health_client: httpx.AsyncClient
+    health_client: HealthGetter
     health_check_timeout: float
     start_port: int
     env: Mapping[str, str]  # added to every model's environment: the instance marker
@@ -185,6 +185,8 @@ class ModelServer:
         return healthy
 
     async def _wait_healthy(self, url: str) -> None:
+        import httpx  # with the first probe's client (see `health.HealthClient`)
+
         started = trio.current_time()
         interval = FIRST_PROBE_INTERVAL
         while True:

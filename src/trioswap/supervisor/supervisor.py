@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import AsyncExitStack
 from typing import Literal
 
-import httpx
 import trio
 
 from trioswap.config import Config, ModelConfig
 from trioswap.errors import ShuttingDown, TrioswapError
 from trioswap.observe.logs import LogHub
+from trioswap.supervisor.health import HealthClient
 from trioswap.supervisor.lease import Lease
 from trioswap.supervisor.process import ServerContext
 from trioswap.supervisor.router import BeforeStop, Launch, ModelStatus, Router, TransitionListener
@@ -56,16 +57,10 @@ class Supervisor:
         """Own every model server until cancelled; cancelling stops them all. First, stop what
         an earlier trioswap on this config left running: it would hold the models' ports."""
         await self._sweep()
-        # No keep-alive for health probes: an idle connection left open to a model server makes
-        # some (llama-server) wait for it when they are stopped.
-        no_keepalive = httpx.Limits(max_keepalive_connections=0)
-        async with (
-            httpx.AsyncClient(timeout=None, limits=no_keepalive) as health_client,
-            trio.open_nursery() as nursery,
-        ):
+        async with AsyncExitStack() as exits, trio.open_nursery() as nursery:
             context = ServerContext(
                 self._logs,
-                health_client,
+                HealthClient(exits),
                 self.config.health_check_timeout,
                 self.config.start_port,
                 instance_env(self.config.path),
