@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import gzip
 import json
 import math
 import os
 import re
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -45,13 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import harness
+import llama_swap
 import trio
-import yaml
 from harness import Harness, Proc, ResponderSpec
 from loadgen import ProtocolError, ResponseParser, Timed, percentile
 from overhead import CHAT_PATH, chat_body, progress, words
 
-DEFAULT_LLAMA_SWAP = Path("/work/shared/bin/llama-swap-0bdb372.gz")
 MODELS = ("a", "b")
 PHASES = {
     1: "one model",
@@ -105,46 +102,14 @@ def start_trioswap(h: Harness, args: argparse.Namespace) -> Target:
     return Target("trioswap", ts.proc, ts.url, ports)
 
 
-def llama_swap_binary(args: argparse.Namespace, workdir: Path) -> tuple[Path | None, str]:
-    """The llama-swap executable (gunzipped into `workdir` when given as .gz), or None and why."""
-    if args.no_llama_swap:
-        return None, "--no-llama-swap"
-    source = Path(args.llama_swap)
-    if not source.exists():
-        return None, f"{source} not found (pass --llama-swap PATH or set $LLAMA_SWAP)"
-    binary = source
-    if source.suffix == ".gz":
-        binary = workdir / "llama-swap"
-        with gzip.open(source) as packed, open(binary, "wb") as out:
-            shutil.copyfileobj(packed, out)
-        binary.chmod(0o755)
-    try:
-        out = subprocess.run([str(binary), "-version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"{binary} does not run: {exc}"
-    if out.returncode != 0:
-        hint = " (apt-get install -y libsqlite3-0)" if "sqlite" in out.stderr else ""
-        return None, f"{binary} -version failed: {out.stderr.strip()[:300]}{hint}"
-    return binary, (out.stdout or out.stderr).strip().replace("\n", "; ")
-
-
 def start_llama_swap(h: Harness, args: argparse.Namespace, binary: Path) -> Target:
     models, groups, ports = models_and_group(args)
     for entry in models.values():
         # llama-swap's default concurrencyLimit (10) would answer all but 10 streams with 429.
         entry["concurrencyLimit"] = args.connections + 10
     config = {"healthCheckTimeout": 30, "models": models, "groups": groups}
-    path = h.workdir / "llama-swap.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = harness.free_port()
-    url = f"http://{harness.LOCALHOST}:{port}"
-    argv = [str(binary), "-config", str(path), "-listen", f"{harness.LOCALHOST}:{port}"]
-    proc = h.spawn("llama-swap", argv)
-    try:
-        harness.wait_healthy(url, timeout=20, alive=proc.alive)
-    except (TimeoutError, RuntimeError) as exc:
-        raise RuntimeError(f"llama-swap did not start: {exc}; output:\n{proc.tail()}") from None
-    return Target("llama-swap", proc, url, ports)
+    ls = llama_swap.start(h, binary, config)
+    return Target("llama-swap", ls.proc, ls.url, ports)
 
 
 def listen_backlog(port: int) -> str:
@@ -710,12 +675,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="trioswap's listenBacklog (default: not set, i.e. trioswap's default)",
     )
-    parser.add_argument("--no-llama-swap", action="store_true", help="skip the llama-swap baseline")
-    parser.add_argument(
-        "--llama-swap",
-        default=os.environ.get("LLAMA_SWAP") or str(DEFAULT_LLAMA_SWAP),
-        help="llama-swap executable, or a .gz of it ($LLAMA_SWAP)",
-    )
+    llama_swap.add_args(parser)
     parser.add_argument(
         "--phase-timeout", type=float, default=40.0, help="hard limit of one phase (seconds)"
     )
@@ -785,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     llama_swap_missing = ""
     try:
         with Harness(keep_logs=args.keep_logs) as h, h.reporting("trioswap", "llama-swap"):
-            binary, llama_swap_about = llama_swap_binary(args, h.workdir)
+            binary, llama_swap_about = llama_swap.binary(args)
             if binary is None:
                 llama_swap_missing = llama_swap_about
             else:

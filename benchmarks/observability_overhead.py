@@ -46,7 +46,7 @@ from typing import Any
 import harness
 import loadgen
 from harness import Harness, Proc, ResponderSpec, Trioswap
-from loadgen import LoadResult, RawClient
+from loadgen import LoadResult
 from overhead import CHAT_PATH, chat_body, fmt, progress, words
 from proxies import int_list, rotated
 
@@ -161,14 +161,10 @@ def run_scenario(
 
 def chunks_per_stream(setup: Setup, body: bytes) -> dict[str, int]:
     """How many SSE events one stream delivers through each mode (they must agree)."""
-    counts: dict[str, int] = {}
-    for mode in MODES:
-        with RawClient(setup.url(mode)) as client:
-            timed = client.request("POST", CHAT_PATH, body)
-        if timed.status != 200 or not timed.saw_done:
-            raise RuntimeError(f"stream via {mode}: {timed.status} {timed.body[:300]!r}")
-        counts[mode] = len(timed.event_times)
-    return counts
+    return {
+        mode: len(loadgen.one_stream(setup.url(mode), CHAT_PATH, body).event_times)
+        for mode in MODES
+    }
 
 
 # -- the table ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Fuzz target: the response relay, the real `Stream` stage from a model server's HTTP/1.1 bytes
-(replayed by httpcore's in-memory network backend) to the client's side of a `Sink`.
+(replayed in memory through `wire.ConnectionPool`'s `connect` seam) to the client's side of a
+`Sink`.
 
 Only trioswap's errors escape the stage, an UpstreamError for a response cut short or not HTTP.
 A well-formed response (any status, event stream or not, framed by Content-Length, chunked with
@@ -8,13 +9,14 @@ body byte for byte and in order, and a complete ending. After a failure, `Sink.f
 the shape the response is in: a JSON error while nothing was sent, an error event after events.
 The same holds when loading progress was already streamed and the model's answer continues it;
 then an answer that is no event stream cannot continue it, and ends it with an error event.
+What the plain pass-through relays (`Sink.relay`) is the upstream's body bytes untouched, and
+when chunked they are a whole chunked encoding of the payload relayed beside them.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from itertools import pairwise
@@ -23,10 +25,9 @@ from typing import TypeVar
 import atheris
 import httpx
 import trio
+from stage_fakes import NoRequestBody, Replay
 
 with atheris.instrument_imports():
-    import httpcore
-
     from trioswap.config import loads
     from trioswap.errors import TrioswapError, UpstreamError, UpstreamProtocolError
     from trioswap.observe.logs import LogHub
@@ -35,6 +36,7 @@ with atheris.instrument_imports():
     from trioswap.pipeline.sink import BYTES, DONE, EVENTS, PENDING, ResponseState, Sink
     from trioswap.pipeline.stage import StageContext
     from trioswap.pipeline.stages.stream import Stream
+    from trioswap.pipeline.wire import ConnectionPool, Origin, RequestTimeouts
     from trioswap.protocols.errors import Family, Headers, status_of, stream_error_event
     from trioswap.supervisor import ModelServer, Supervisor
     from trioswap.supervisor.process import ServerContext
@@ -68,24 +70,8 @@ INFORMATIONAL = (
     b"HTTP/1.1 100 Continue\r\n\r\n",
     b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
 )
+HEX = b"0123456789abcdefABCDEF"
 HOP_BY_HOP = (b"transfer-encoding", b"connection", b"keep-alive", b"te", b"trailer", b"upgrade")
-
-
-class NoRequestBody:
-    """The client's request body, already read (`Exchange.body`), so never received from."""
-
-    def __init__(self) -> None:
-        self.present = False
-        self.framing: Headers = []
-
-    def check(self) -> None:
-        pass
-
-    async def read(self) -> bytes:
-        raise AssertionError("the body was read before the stream stage")
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        raise AssertionError("the body was read before the stream stage")
 
 
 class Recorder:
@@ -94,6 +80,10 @@ class Recorder:
     def __init__(self) -> None:
         self.head: tuple[int, Headers] | None = None
         self.chunks: list[tuple[bytes, bool]] = []
+        # What came through `relay`: the bytes as framed upstream, the payload they carry.
+        self.raw: list[bytes] = []
+        self.relayed: list[bytes] = []
+        self.chunked = False
 
     async def start(self, status: int, headers: Headers) -> None:
         assert self.head is None, "a second response head"
@@ -103,6 +93,19 @@ class Recorder:
         assert self.head is not None, "a body chunk before the head"
         assert not self.ended, "a body chunk after the end"
         self.chunks.append((chunk, more))
+
+    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
+        assert chunked or raw == body, "unframed bytes relayed unlike their payload"
+        assert not self.raw or chunked == self.chunked, "the framing changed mid-response"
+        await self.body(body, True)
+        self.chunked = chunked
+        self.raw.append(raw)
+        self.relayed.append(body)
+
+    def check_framing(self) -> None:
+        """After a response relayed to its end: chunked bytes encode what was relayed."""
+        if self.chunked:
+            assert dechunk(b"".join(self.raw)) == b"".join(self.relayed)
 
     @property
     def ended(self) -> bool:
@@ -126,6 +129,28 @@ class Response:
 
 
 T = TypeVar("T")
+
+
+def dechunk(raw: bytes) -> bytes:
+    """The payload of a whole chunked body (size lines, each chunk's CRLF, the last chunk,
+    trailers up to the blank line, nothing after); AssertionError if it is not one."""
+    payload = []
+    pos = 0
+    while True:
+        end = raw.find(b"\r\n", pos)
+        size = raw[pos:end].partition(b";")[0]
+        assert end >= 0 and size and not size.strip(HEX), ("a bad size line", raw[pos:])
+        pos = end + 2
+        if not int(size, 16):
+            break
+        end = pos + int(size, 16)
+        assert raw[end : end + 2] == b"\r\n", ("chunk data not its size", raw[pos:])
+        payload.append(raw[pos:end])
+        pos = end + 2
+    while (end := raw.find(b"\r\n", pos)) > pos:  # trailers
+        pos = end + 2
+    assert end == pos == len(raw) - 2, ("no end or bytes after it", raw[pos:])
+    return b"".join(payload)
 
 
 def pick(fdp: atheris.FuzzedDataProvider, options: tuple[T, ...]) -> T:
@@ -238,8 +263,12 @@ async def relay(
         server=SERVER,
         loading=progress,
     )
-    backend = httpcore.AsyncMockBackend(pieces)
-    async with httpcore.AsyncConnectionPool(network_backend=backend) as pool:
+
+    async def connect(origin: Origin, timeouts: RequestTimeouts) -> Replay:
+        await trio.lowlevel.checkpoint()
+        return Replay(pieces)
+
+    async with ConnectionPool(connect=connect) as pool:
         try:
             await Stream(StageContext(CONFIG, SUPERVISOR, lambda _: pool))(exchange)
         except TrioswapError as error:
@@ -251,6 +280,7 @@ async def relay(
             check_failure(transport, sink, before, sent, error)
             return transport, error, relayed
     assert sink.state is DONE and transport.ended
+    transport.check_framing()
     return transport, None, transport.data
 
 
@@ -274,12 +304,14 @@ def check_failure(
         assert len(transport.chunks) == sent
 
 
-def check_relayed(transport: Recorder, upstream: Response, body: bytes) -> None:
-    """A complete response, passed on whole."""
+def check_relayed(transport: Recorder, upstream: Response, body: bytes, raw: bytes) -> None:
+    """A complete response, passed on whole; `raw` is its body as it came on the wire, which
+    the pass-through relays untouched."""
     assert transport.head is not None and transport.ended
     status, headers = transport.head
     assert status == upstream.status, (status, upstream.status)
     assert transport.data == body
+    assert b"".join(transport.raw) == raw, (transport.raw, raw)
     names = {name.lower() for name, _ in headers}
     assert not names.intersection(HOP_BY_HOP), names
     events = upstream.content_type.lower().startswith(b"text/event-stream")
@@ -315,7 +347,7 @@ def test_one_input(data: bytes) -> None:
     body = upstream.body if len(wire) == len(upstream.wire) else wire[upstream.head_end :]
     if not loading:
         assert error is None, repr(error)
-        check_relayed(transport, upstream, body)
+        check_relayed(transport, upstream, body, wire[upstream.head_end :])
     elif upstream.status == 200 and upstream.content_type.lower().startswith(b"text/event-stream"):
         assert error is None, repr(error)
         assert transport.ended and transport.data == LOADING + body

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import h11
 import httpx
 import trio
+from fuzz.stage_fakes import NoRequestBody, Replay
 
 from trioswap.clip import clip
 from trioswap.config import loads
@@ -27,21 +27,6 @@ from trioswap.supervisor.process import ServerContext
 CONFIG = loads("models:\n  m:\n    cmd: server --port ${PORT}\n")
 
 
-class NoRequestBody:
-    def __init__(self) -> None:
-        self.present = False
-        self.framing: Headers = []
-
-    def check(self) -> None:
-        pass
-
-    async def read(self) -> bytes:
-        raise AssertionError("the body was read before the stream stage")
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        raise AssertionError("the body was read before the stream stage")
-
-
 class Recorder:
     def __init__(self) -> None:
         self.status = 0
@@ -57,27 +42,6 @@ class Recorder:
 
     async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
         self.data += body
-
-
-class Replay(trio.abc.Stream):
-    """A model server's connection that answers with `wire` whatever it was sent."""
-
-    def __init__(self, wire: bytes) -> None:
-        self.wire = wire
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        await trio.lowlevel.checkpoint()
-        data, self.wire = self.wire, b""
-        return data
-
-    async def aclose(self) -> None:
-        await trio.lowlevel.checkpoint()
 
 
 async def relay(wire: bytes) -> Recorder:
@@ -104,7 +68,7 @@ async def relay(wire: bytes) -> Recorder:
 
         async def connect(origin: Origin, timeouts: RequestTimeouts) -> Replay:
             await trio.lowlevel.checkpoint()
-            return Replay(wire)
+            return Replay([wire])
 
         async with ConnectionPool(connect=connect) as pool:
             await Stream(StageContext(CONFIG, Supervisor(CONFIG, logs), lambda _: pool))(exchange)
