@@ -18,6 +18,7 @@ column and those totals, not only the wall times.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -70,7 +71,9 @@ def start_once(h: Harness, samples: Samples) -> tuple[float, float]:
     """Exec, poll /health until 200, stop: (seconds to the 200, CPU seconds by then)."""
     port = harness.free_port()
     began = time.monotonic()
-    proc = h.spawn(samples.name, [*samples.argv, "--listen", f"{LOCALHOST}:{port}"], env=samples.env)
+    proc = h.spawn(
+        samples.name, [*samples.argv, "--listen", f"{LOCALHOST}:{port}"], env=samples.env
+    )
     try:
         while harness.probe_once(LOCALHOST, port, timeout=TIMEOUT) != 200:
             if not proc.alive():
@@ -203,6 +206,9 @@ def main() -> int:
             f"{gap * 1000:+,.0f} ms -> " + ("met" if gap <= TARGET_ZIPAPP_GAP_S else "NOT MET")
         )
     harness.print_targets(verdicts)
+    if args.json:
+        raw = {s.name: {"wall": s.wall, "cpu": s.cpu, "cold": s.cold} for s in kinds}
+        args.json.write_text(json.dumps({"machine": info, "starts": raw}, indent=2))
     print(harness.end_line(began))
     return 0
 
