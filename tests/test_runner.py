@@ -19,7 +19,6 @@ from trioswap.pipeline.sink import Sink
 from trioswap.pipeline.translation import LearnedApis
 from trioswap.protocols.errors import Family, Headers
 from trioswap.supervisor import Supervisor
-from trioswap.web.asgi import AsgiBody, Message
 from trioswap.web.control import create_control_app
 
 CONFIG = loads("models:\n  m:\n    cmd: server --port ${PORT}\n")
@@ -39,14 +38,27 @@ class Recorder:
         self.data += chunk
 
 
-async def never_called() -> Message:
-    raise AssertionError("a request without a body is never received from")
+class NoBody:
+    """A request that came without a body."""
+
+    def __init__(self) -> None:
+        self.present = False
+        self.framing: Headers = []
+
+    def check(self) -> None:
+        pass
+
+    async def read(self) -> bytes:
+        return b""
+
+    def __aiter__(self) -> NoBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
 
 
 def exchange(family: Family, recorder: Recorder) -> Exchange:
-    def nothing() -> None:
-        pass
-
     return Exchange(
         method="POST",
         path="/v1/chat/completions\r\nforged",
@@ -55,7 +67,7 @@ def exchange(family: Family, recorder: Recorder) -> Exchange:
         headers=[],
         sink=Sink(recorder, family),
         stack=AsyncExitStack(),
-        request_body=AsgiBody(never_called, [], 1024, 1.0, nothing, nothing),
+        request_body=NoBody(),
     )
 
 

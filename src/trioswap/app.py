@@ -8,12 +8,9 @@ import resource
 import signal
 import socket
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from trioswap.config import Config, ModelConfig
 from trioswap.discovery.ollama import PREFIX as OLLAMA_PREFIX
@@ -32,10 +29,10 @@ from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.upstream import close_idle_connections, open_upstream_pools
 from trioswap.runtime import RuntimeState
 from trioswap.supervisor import Supervisor
-from trioswap.web.asgi import ProxyApp
-from trioswap.web.control import create_control_app, require_key
+from trioswap.web.front import Front
 from trioswap.web.guard import Guard
-from trioswap.web.upstream_websocket import UpstreamWebsockets
+from trioswap.web.inflight import InFlight
+from trioswap.web.internal import Internal
 
 log = logging.getLogger("trioswap")
 
@@ -111,18 +108,6 @@ async def run(
     `open_activity`) is closed on the way out."""
     prefix = None if config.ollama is None else OLLAMA_PREFIX
     runtime = await RuntimeState.load(state_file, config.models, prefix)
-    hypercorn_config = HypercornConfig()
-    loopback = is_loopback(listener)
-    hypercorn_config.bind = [f"fd://{listener.detach()}"]
-    hypercorn_config.accesslog = None
-    hypercorn_config.errorlog = logging.getLogger("trioswap.http")
-    hypercorn_config.keep_alive_timeout = 75
-    # hypercorn calls listen() again on the socket it is given, with this backlog.
-    hypercorn_config.backlog = config.listen_backlog
-    # Proxied responses carry the model server's own Server header.
-    hypercorn_config.include_server_header = False
-    # hypercorn cancels its connections this long after it stops accepting: not before we do.
-    hypercorn_config.graceful_timeout = config.shutdown_timeout + CUT_GRACE
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             open_upstream_pools(config) as pools,
@@ -150,33 +135,49 @@ async def run(
             observability = observe(config, supervisor, activity, routes)
             runtime.snapshot_listeners.append(observability.optimized)
             await nursery.start(observability.run, logs)
-            control = create_control_app(
-                config, supervisor, logs, context.learned_apis, runtime, ollama, observability
-            )
-            control = require_key(UpstreamWebsockets(control, config, supervisor), config.api_keys)
-            proxy = ProxyApp(
+            guard = Guard(
+                _not_built,
                 routes,
-                control,
+                loopback=is_loopback(listener),
+                cors_origins=config.cors_origins,
+                allowed_hosts=config.allowed_hosts,
+            )
+
+            def control_plane() -> Guard:
+                # Imported here: Quart and the UI load while the front already answers.
+                from trioswap.web.asgi import shield_last_body
+                from trioswap.web.control import create_control_app, require_key
+                from trioswap.web.upstream_websocket import UpstreamWebsockets
+
+                control = create_control_app(
+                    config, supervisor, logs, context.learned_apis, runtime, ollama, observability
+                )
+                guard.app = shield_last_body(
+                    require_key(UpstreamWebsockets(control, config, supervisor), config.api_keys)
+                )
+                return guard
+
+            internal = Internal(control_plane, config.shutdown_timeout + CUT_GRACE)
+            front = Front(
+                routes,
+                guard,
+                internal,
                 body_limit=config.max_request_body,
                 body_timeout=config.request_body_timeout,
                 observability=observability,
             )
-            app = Guard(
-                proxy,
-                routes,
-                loopback=loopback,
-                cors_origins=config.cors_origins,
-                allowed_hosts=config.allowed_hosts,
-            )
             stop_accepting = trio.Event()
-            binds = await nursery.start(
-                partial(serve, app, hypercorn_config, shutdown_trigger=stop_accepting.wait)
-            )
+            binds = await nursery.start(front.serve, listener, stop_accepting)
+            await nursery.start(internal.run)
             task_status.started(binds)
-            await shut_down(signals, stop_accepting, proxy, config.shutdown_timeout)
+            await shut_down(signals, stop_accepting, front.in_flight, config.shutdown_timeout)
             log.info("stopping model servers")
             observability.events.close()
             nursery.cancel_scope.cancel()
+
+
+async def _not_built(scope: object, receive: object, send: object) -> None:
+    raise RuntimeError("the control plane is not built yet")
 
 
 async def open_activity(config: Config) -> ActivityStore:
@@ -211,13 +212,12 @@ def observe(
 
 
 async def shut_down(
-    signals: AsyncIterator[int], stop_accepting: trio.Event, proxy: ProxyApp, grace: float
+    signals: AsyncIterator[int], stop_accepting: trio.Event, in_flight: InFlight, grace: float
 ) -> None:
     """Return once SIGINT/SIGTERM has stopped the serving: the listener closes at once, requests
     in flight get `grace` seconds (shutdownTimeout) to finish, and those still running then end
     with an error in their API family. A second signal ends them at once."""
     name = signal.Signals(await anext(signals)).name
-    in_flight = proxy.in_flight
     log.info(
         "received %s: accepting no more connections; %d requests in flight get up to %g s "
         "(shutdownTimeout) to finish; %s again stops at once",

@@ -83,7 +83,8 @@ class Guard:
         cors_origins: Iterable[str] = (),
         allowed_hosts: Iterable[str] = (),
     ) -> None:
-        self._app = app
+        # The app behind the guard: may be set later (the control plane is built lazily).
+        self.app = app
         self._routes = routes
         origins = frozenset(cors_origins)
         hosts = frozenset(host.encode() for host in allowed_hosts)
@@ -97,7 +98,7 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self._app(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         method = scope.get("method", "GET") if kind == "http" else None
@@ -111,7 +112,7 @@ class Guard:
         if refusal is not None:
             await self._refuse(scope, receive, send, refusal)
             return
-        await self._app(scope, receive, send)
+        await self.app(scope, receive, send)
 
     def verdict(
         self, method: str | None, path: str, headers: dict[bytes, bytes]
@@ -207,6 +208,15 @@ class Guard:
 
 
 async def send_preflight(send: Send, allow_origin: bytes, headers: dict[bytes, bytes]) -> None:
+    response = preflight_headers(allow_origin, headers)
+    await send({"type": "http.response.start", "status": 204, "headers": response})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def preflight_headers(
+    allow_origin: bytes, headers: dict[bytes, bytes]
+) -> list[tuple[bytes, bytes]]:
+    """The answer to a trusted origin's preflight, whose request headers are `headers`."""
     response = [
         (b"access-control-allow-origin", allow_origin),
         (b"access-control-allow-methods", _ALLOW_METHODS),
@@ -221,8 +231,7 @@ async def send_preflight(send: Send, allow_origin: bytes, headers: dict[bytes, b
     if headers.get(b"access-control-request-private-network") == b"true":
         # Chrome asks before a public page may call a server on the user's machine.
         response.append((b"access-control-allow-private-network", b"true"))
-    await send({"type": "http.response.start", "status": 204, "headers": response})
-    await send({"type": "http.response.body", "body": b""})
+    return response
 
 
 def _with_cors(send: Send, allow_origin: bytes) -> Send:
