@@ -32,16 +32,18 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
-from tokenizers import Tokenizer
 
 from trioswap.config import cmdline
 from trioswap.config.resolved import ModelConfig
 from trioswap.pipeline.count_tokens import post_json
 from trioswap.pipeline.upstream import TRANSPORT_ERRORS
 from trioswap.pipeline.wire import ConnectionPool
+
+if TYPE_CHECKING:  # imported where a tokenizer is loaded: a start without one never pays
+    from tokenizers import Tokenizer
 
 log = logging.getLogger("trioswap.optimizer")
 
@@ -356,7 +358,7 @@ class Counters:
         name = hashlib.sha256(f"{model_id}\0{digest}".encode()).hexdigest()[:32]
         cached = self.cache_dir / f"{name}.vocabulary.json"
         try:
-            found = await trio.to_thread.run_sync(Tokenizer.from_file, str(cached))
+            found = await trio.to_thread.run_sync(_tokenizer_from_file, str(cached))
             return TokenizerCounter(found, "vocabulary")
         except Exception:  # tokenizers raises plain Exceptions: not cached yet, or unreadable
             pass
@@ -416,7 +418,7 @@ class Counters:
         _, tokenizer_file, model_file = key
         if tokenizer_file is not None:
             try:
-                return TokenizerCounter(Tokenizer.from_file(tokenizer_file), "tokenizer")
+                return TokenizerCounter(_tokenizer_from_file(tokenizer_file), "tokenizer")
             except Exception as exc:  # tokenizers raises plain Exceptions for bad files
                 log.warning(
                     "model %s: cannot use tokenizer %s: %s; trying the next source",
@@ -438,6 +440,13 @@ class Counters:
                     exc,
                 )
         return ServerCounter(model.id)
+
+
+def _tokenizer_from_file(path: str) -> Tokenizer:
+    """Runs in a worker thread."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
 
 
 def _from_vocabulary_file(model_id: str, meta: dict[str, Any], cached: Path) -> Tokenizer:
