@@ -1,19 +1,20 @@
 """The control plane behind the front door: the Quart app (control API, UI, websockets, the
-`/upstream` websocket relay) served by hypercorn on a Unix socket in a private directory, and the
-relay that passes a client's request to it and its response back, bytes as they come.
+`/upstream` websocket relay) served by hypercorn on an abstract Unix socket (a random name, no
+file: nothing is left behind when trioswap is killed), and the relay that passes a client's
+request to it and its response back, bytes as they come.
 
-The app is built and hypercorn started after the front listens (`run`), so that inference
-requests and `/health` are answered while Quart and the UI are still being imported; a request
-for the control plane waits for it (`ready`).
+The app is built, and hypercorn started, when the first request for the control plane comes, so
+that inference requests and `/health` are answered while Quart and the UI are not even imported;
+that request waits for it (`connect`).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
+import os
+import secrets
+import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httptools
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from trioswap.web.asgi import ASGIApp
 
 log = logging.getLogger("trioswap.http")
-SOCKET_NAME = "control.sock"
 
 
 class Internal:
@@ -36,7 +36,7 @@ class Internal:
         self._graceful_timeout = graceful_timeout
         self._wanted = trio.Event()
         self._ready = trio.Event()
-        self._path = ""
+        self._address = b""
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the control plane until cancelled. It is built when the first request for it
@@ -48,28 +48,26 @@ class Internal:
         from hypercorn.config import Config as HypercornConfig
         from hypercorn.trio import serve
 
-        directory = tempfile.mkdtemp(prefix="trioswap-")  # mode 0700: ours alone
-        try:
-            app = self._build_app()
-            config = HypercornConfig()
-            path = str(Path(directory, SOCKET_NAME))
-            config.bind = [f"unix:{path}"]
-            config.accesslog = None
-            config.errorlog = log
-            config.keep_alive_timeout = 75
-            config.include_server_header = False
-            config.graceful_timeout = self._graceful_timeout
-            async with trio.open_nursery() as nursery:
-                await nursery.start(serve, app, config)
-                self._path = path
-                self._ready.set()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        app = self._build_app()
+        address = f"\0trioswap-{os.getpid()}-{secrets.token_hex(8)}".encode()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        config = HypercornConfig()
+        config.bind = [f"fd://{listener.detach()}"]
+        config.accesslog = None
+        config.errorlog = log
+        config.keep_alive_timeout = 75
+        config.include_server_header = False
+        config.graceful_timeout = self._graceful_timeout
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, app, config)
+            self._address = address
+            self._ready.set()
 
     async def connect(self) -> trio.SocketStream:
         self._wanted.set()
         await self._ready.wait()
-        return await trio.open_unix_socket(self._path)
+        return await trio.open_unix_socket(self._address)
 
 
 def _import_control_plane() -> None:
