@@ -8,6 +8,7 @@ import logging
 from contextlib import AsyncExitStack
 
 import pytest
+from fuzz.stage_fakes import NoRequestBody
 
 from trioswap.config import loads
 from trioswap.errors import ModelNotFound
@@ -38,26 +39,6 @@ class Recorder:
         self.data += chunk
 
 
-class NoBody:
-    """A request that came without a body."""
-
-    def __init__(self) -> None:
-        self.present = False
-        self.framing: Headers = []
-
-    def check(self) -> None:
-        pass
-
-    async def read(self) -> bytes:
-        return b""
-
-    def __aiter__(self) -> NoBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        raise StopAsyncIteration
-
-
 def exchange(family: Family, recorder: Recorder) -> Exchange:
     return Exchange(
         method="POST",
@@ -67,7 +48,7 @@ def exchange(family: Family, recorder: Recorder) -> Exchange:
         headers=[],
         sink=Sink(recorder, family),
         stack=AsyncExitStack(),
-        request_body=NoBody(),
+        request_body=NoRequestBody(),
     )
 
 
