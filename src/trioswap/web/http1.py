@@ -120,12 +120,6 @@ class Request:
             elif name == b"expect" and value.lower() == b"100-continue":
                 self.continue_expected = True
 
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
 
 def _absolute_form(target: bytes) -> tuple[bytes, bytes]:
     """The path and query of `http://host/path?query` (a request to a proxy, RFC 9112 3.2.2)."""
@@ -380,13 +374,11 @@ class FrontTransport:
         "_request",
         "_stream",
         "close_after",
-        "complete",
         "cors",
         "framing",
         "head_only",
         "http10",
         "on_gone",
-        "started",
     )
 
     def __init__(
@@ -408,12 +400,9 @@ class FrontTransport:
         self.cors: bytes | None = None
         self._head = b""
         self._raw = False
-        self.started = False
-        self.complete = False
         self.framing = LENGTH
 
     async def start(self, status: int, headers: Headers) -> None:
-        self.started = True
         if self._request is not None and not self._request.body_done:
             # Answered before its body is in (refused on its headers, or the upstream answers
             # first): what is left of the body is not read, so the connection cannot go on.
@@ -464,8 +453,6 @@ class FrontTransport:
                 chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
             if not more and not self._raw:
                 chunk += _LAST_CHUNK
-        if not more:
-            self.complete = True
         if chunk or self._head:
             await self._write(chunk)
 
