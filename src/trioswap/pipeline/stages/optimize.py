@@ -82,6 +82,8 @@ class Optimize:
         self._memories: defaultdict[str, Memory] = defaultdict(Memory)
         self._summaries: defaultdict[str, Summaries] = defaultdict(Summaries)
         self._no_window: set[str] = set()
+        # Each local model's window, by (model, runtime context size).
+        self._window_of: dict[tuple[str, int | None], Window | None] = {}
         self._extensions = {
             m.id: {"timeout": upstream_timeouts(m)} for m in context.config.models.values()
         }
@@ -108,9 +110,14 @@ class Optimize:
             size, source = await self._ollama.context(discovered)
             window: Window | None = Window(tokens=size, configured=size, source=source)
         else:
-            window = context_window(
-                model, self._runtime.ctx_size(model.id), await self._windows.gguf_context(model)
-            )
+            key = (model.id, self._runtime.ctx_size(model.id))
+            if key in self._window_of:
+                window = self._window_of[key]
+            else:
+                gguf = await self._windows.gguf_context(model)
+                # A model's command does not change while trioswap runs: its flags are read once
+                # per runtime context size, not per request.
+                window = self._window_of[key] = context_window(model, key[1], gguf)
         if window is None:
             if model.id not in self._no_window:
                 self._no_window.add(model.id)
