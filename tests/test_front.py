@@ -58,6 +58,13 @@ class Reader:
         line, _, self.buffer = self.buffer.partition(b"\r\n")
         return line
 
+    async def take_head(self) -> bytes:
+        """The head of an answer without a body (to HEAD)."""
+        while b"\r\n\r\n" not in self.buffer:
+            await self._fill()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        return head
+
     async def response(self) -> Raw:
         while b"\r\n\r\n" not in self.buffer:
             await self._fill()
@@ -134,6 +141,34 @@ async def test_expect_100_continue_gets_its_interim_answer(launch: LaunchFn) -> 
         await stream.send_all(body)
         answer = parse(await read_all(stream))
     assert answer.status == 200 and answer.json()["object"] == "chat.completion"
+
+
+async def test_expect_100_continue_on_a_control_route(launch: LaunchFn) -> None:
+    """Relayed to the control plane, the request still gets one interim answer, then its own."""
+    ts = await launch(config())
+    body = b'{"policy": "off"}'
+    stream = await connect(ts)
+    async with stream:
+        head = post(
+            "/api/model/m/prompt-optimization",
+            b"",
+            "expect: 100-continue",
+            "content-type: application/json",
+        ).replace(b"content-length: 0", f"content-length: {len(body)}".encode())
+        await stream.send_all(head)
+        reader = Reader(stream)
+        with trio.fail_after(10):
+            while b"\r\n\r\n" not in reader.buffer:
+                await reader._fill()
+        interim, _, reader.buffer = reader.buffer.partition(b"\r\n\r\n")
+        assert interim == b"HTTP/1.1 100 Continue"
+        await stream.send_all(body)
+        answer = await reader.response()
+        assert answer.status == 200, answer
+        await stream.send_all(b"HEAD /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        await stream.send_all(get("/running"))
+        assert (await reader.take_head()).startswith(b"HTTP/1.1 200")
+        assert (await reader.response()).json()["running"] == []
 
 
 async def test_an_http10_client_gets_a_stream_ended_by_the_close(launch: LaunchFn) -> None:

@@ -84,7 +84,9 @@ def _head(request: Request) -> bytes:
         b"%s %s HTTP/%s\r\n" % (request.method.encode(), request.target, request.version.encode())
     ]
     for name, value in request.headers:
-        lines += (name, b": ", value, b"\r\n")
+        # The front answers `Expect: 100-continue` itself, when the relay first reads the body.
+        if name != b"expect":
+            lines += (name, b": ", value, b"\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
 
@@ -100,6 +102,8 @@ class _ResponseEnd:
         self.keep_alive = False
 
     def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:
+            return  # an interim answer (the upgrades' 101 never comes here): the answer follows
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()
 
@@ -129,12 +133,14 @@ async def relay(
             nursery.start_soon(_send_body, upstream, conn, request, head, body_limit, body_timeout)
             end = _ResponseEnd()
             head_only = request.method == "HEAD"
+            seen = b""  # of an answer to HEAD, which has no body: the end of its head
             while not end.complete:
                 data = await upstream.receive_some(READ_SIZE)
                 if not data:
                     break  # a response delimited by the close of the connection
                 if head_only:
-                    end.complete = b"\r\n\r\n" in data
+                    seen = seen[-3:] + data
+                    end.complete = b"\r\n\r\n" in seen
                 else:
                     end.parser.feed_data(data)
                 answered = True
