@@ -492,7 +492,7 @@ pipelines = st.tuples(st.lists(generated(last=False), max_size=2), generated(las
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests=pipelines, cuts=st.lists(st.integers(0, 10_000), max_size=12))
 def test_any_requests_split_anywhere_parse_as_generated(
     requests: list[Generated], cuts: list[int]
