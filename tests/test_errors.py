@@ -1,11 +1,10 @@
 """Errors: statuses by class (most specific first), bodies in each family's shape with request
-ids, and the one boundary where httpcore's exceptions become trioswap's."""
+ids, and the one boundary where the upstream client's exceptions become trioswap's."""
 
 from __future__ import annotations
 
 import json
 
-import httpcore
 import pytest
 
 from trioswap.config import loads
@@ -25,6 +24,18 @@ from trioswap.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
+)
+from trioswap.pipeline.transport_errors import (
+    ConnectError,
+    ConnectTimeout,
+    LocalProtocolError,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TimeoutException,
+    UnsupportedProtocol,
+    WriteError,
+    WriteTimeout,
 )
 from trioswap.pipeline.upstream import upstream_errors, upstream_timeouts, upstream_url
 from trioswap.protocols.errors import (
@@ -128,19 +139,20 @@ def test_error_headers() -> None:
 @pytest.mark.parametrize(
     ("raised", "kind", "words"),
     [
-        (httpcore.ConnectTimeout(""), UpstreamTimeout, ["3 s", "timeouts.connect"]),
-        (httpcore.ReadTimeout(""), UpstreamTimeout, ["45 s", "timeouts.responseHeader"]),
-        (httpcore.WriteTimeout(""), UpstreamTimeout, ["timeouts.responseHeader"]),
-        (httpcore.PoolTimeout(""), UpstreamTimeout, ["PoolTimeout"]),
-        (httpcore.ConnectError("refused"), UpstreamConnectError, ["cannot connect", "refused"]),
-        (httpcore.ReadError("reset by peer"), UpstreamDisconnected, ["reset by peer"]),
-        (httpcore.WriteError(""), UpstreamDisconnected, ["WriteError"]),
-        (httpcore.RemoteProtocolError("bad status line"), UpstreamProtocolError, ["bad status"]),
-        (httpcore.LocalProtocolError("bad"), UpstreamProtocolError, ["cannot be forwarded"]),
-        (httpcore.UnsupportedProtocol("ftp"), UpstreamConnectError, ["ftp"]),
+        (ConnectTimeout(""), UpstreamTimeout, ["3 s", "timeouts.connect"]),
+        (ReadTimeout(""), UpstreamTimeout, ["45 s", "timeouts.responseHeader"]),
+        (WriteTimeout(""), UpstreamTimeout, ["timeouts.responseHeader"]),
+        # A timeout with no config key of its own (httpcore's PoolTimeout was one).
+        (TimeoutException(""), UpstreamTimeout, ["TimeoutException"]),
+        (ConnectError("refused"), UpstreamConnectError, ["cannot connect", "refused"]),
+        (ReadError("reset by peer"), UpstreamDisconnected, ["reset by peer"]),
+        (WriteError(""), UpstreamDisconnected, ["WriteError"]),
+        (RemoteProtocolError("bad status line"), UpstreamProtocolError, ["bad status"]),
+        (LocalProtocolError("bad"), UpstreamProtocolError, ["cannot be forwarded"]),
+        (UnsupportedProtocol("ftp"), UpstreamConnectError, ["ftp"]),
     ],
 )
-def test_httpcore_errors_become_specific_upstream_errors(
+def test_transport_errors_become_specific_upstream_errors(
     raised: Exception, kind: type[UpstreamError], words: list[str]
 ) -> None:
     with pytest.raises(kind) as caught, upstream_errors(MODEL["m"]):

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpcore
 import httpx
 import pytest
 import trio
@@ -31,6 +30,7 @@ from trioswap.optimizer.summary import (
     open_completer,
     summary_message_text,
 )
+from trioswap.pipeline.wire import ConnectionPool
 
 SECTIONS = ("## Task", "## Decisions", "## Files touched", "## Errors", "## Open items")
 TURN_ID = re.compile(r"turn-\d{4}")
@@ -240,7 +240,7 @@ async def last_request(url: str) -> dict[str, Any]:
 
 async def test_the_completer_returns_the_model_s_reply() -> None:
     text = "## Task\nfix the build"
-    async with responder("--response-text", text) as url, httpcore.AsyncConnectionPool() as pool:
+    async with responder("--response-text", text) as url, ConnectionPool() as pool:
         complete = open_completer(pool, url, "m", max_tokens=300, extensions=EXTENSIONS)
         summaries = Summaries()
         assert await summaries.summarize(transcript(3), complete, max_chunk_chars=4096) == text
@@ -259,7 +259,7 @@ async def test_the_completer_returns_the_model_s_reply() -> None:
 
 
 async def test_an_empty_reply_is_a_failure() -> None:
-    async with responder() as url, httpcore.AsyncConnectionPool() as pool:
+    async with responder() as url, ConnectionPool() as pool:
         complete = open_completer(pool, url, "m", max_tokens=300, extensions=EXTENSIONS)
         with pytest.raises(SummaryFailed, match="answered no text"):
             await complete([{"role": "user", "content": "[[text:]]"}])
@@ -267,7 +267,7 @@ async def test_an_empty_reply_is_a_failure() -> None:
 
 async def test_an_error_status_is_a_failure() -> None:
     # Without the chat family the responder answers 404, as llama-server does for a path it lacks.
-    async with responder("--apis", "anthropic") as url, httpcore.AsyncConnectionPool() as pool:
+    async with responder("--apis", "anthropic") as url, ConnectionPool() as pool:
         complete = open_completer(pool, url, "m", max_tokens=300, extensions=EXTENSIONS)
         with pytest.raises(SummaryFailed, match="answered 404"):
             await Summaries().summarize(transcript(2), complete, max_chunk_chars=4096)
@@ -277,7 +277,7 @@ async def test_a_closed_port_is_a_failure() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with httpcore.AsyncConnectionPool() as pool:
+    async with ConnectionPool() as pool:
         complete = open_completer(
             pool, f"http://127.0.0.1:{port}", "m", max_tokens=300, extensions=EXTENSIONS
         )
@@ -288,7 +288,7 @@ async def test_a_closed_port_is_a_failure() -> None:
 async def test_the_caller_s_cancel_scope_bounds_a_slow_model() -> None:
     # Five words at two per second: the reply would take 2.5 s.
     slow = ("--tokens-per-second", "2", "--response-text", "one two three four five")
-    async with responder(*slow) as url, httpcore.AsyncConnectionPool() as pool:
+    async with responder(*slow) as url, ConnectionPool() as pool:
         complete = open_completer(pool, url, "m", max_tokens=300, extensions=EXTENSIONS)
         summaries = Summaries()
         turns = transcript(2)

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import gguf
-import httpcore
 import pytest
 import trio
 from hypothesis import given, settings
@@ -35,6 +34,7 @@ from trioswap.optimizer.tokens import (
     TokenizerCounter,
     estimate_tokens,
 )
+from trioswap.pipeline.wire import ConnectionPool
 
 EXTENSIONS = {"timeout": {"connect": 5.0, "read": 10.0, "write": 10.0, "pool": None}}
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -196,7 +196,7 @@ async def test_prepare_counts_large_texts_off_the_loop(trained: Tokenizer) -> No
     counter = TokenizerCounter(trained, "tokenizer")
     texts = [f"{n}: {PROSE}" * 40 for n in range(8)]
     assert sum(map(len, texts)) > INLINE_CHARS
-    async with httpcore.AsyncConnectionPool() as pool:
+    async with ConnectionPool() as pool:
         await counter.prepare([*texts, texts[0], "small"], pool, "http://unused", EXTENSIONS)
     assert counter.statistics().entries == 9
     assert [counter.count(t) for t in texts] == [len(ids(trained, t)) for t in texts]
@@ -307,7 +307,7 @@ async def _listening(
 async def test_the_server_counter_asks_the_server(tmp_path: Path) -> None:
     counter = ServerCounter("r")
     texts = ["one two three", "four five", "", "one two three"]
-    async with responder() as url, httpcore.AsyncConnectionPool() as pool:
+    async with responder() as url, ConnectionPool() as pool:
         await counter.prepare(texts, pool, url, EXTENSIONS)
         # The responder's /tokenize makes a token of each word.
         assert [counter.count(t) for t in texts] == [3, 2, 0, 3]
@@ -319,7 +319,7 @@ async def test_the_server_counter_asks_the_server(tmp_path: Path) -> None:
 
 async def test_a_server_without_tokenize_leaves_the_estimate() -> None:
     counter = ServerCounter("r")
-    async with responder() as url, httpcore.AsyncConnectionPool() as pool:
+    async with responder() as url, ConnectionPool() as pool:
         # Under a path prefix every route answers 404, as a server without /tokenize does.
         await counter.prepare([PROSE, CODE], pool, f"{url}/elsewhere", EXTENSIONS)
     assert counter.source == "estimate"
@@ -329,7 +329,7 @@ async def test_a_server_without_tokenize_leaves_the_estimate() -> None:
 
 async def test_an_unreachable_server_leaves_the_estimate_for_now() -> None:
     counter = ServerCounter("r")
-    async with httpcore.AsyncConnectionPool() as pool:
+    async with ConnectionPool() as pool:
         await counter.prepare([PROSE], pool, "http://127.0.0.1:9", EXTENSIONS)
     assert counter.source == "server"
     assert counter.count(PROSE) == estimate_tokens(PROSE)
@@ -338,7 +338,7 @@ async def test_an_unreachable_server_leaves_the_estimate_for_now() -> None:
 async def test_calibration_measures_the_template(model: ModelFn, tmp_path: Path) -> None:
     m = model("python3 -m trioswap.responder --port ${PORT} --model-id r")
     counters = Counters(tmp_path / "cache")
-    async with responder() as url, httpcore.AsyncConnectionPool() as pool:
+    async with responder() as url, ConnectionPool() as pool:
         # Unreachable: no error, the defaults stay, and a later call tries again.
         await counters.calibrate(m, pool, "http://127.0.0.1:9", EXTENSIONS)
         counter = await counters.counter(m)

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpcore
 import httpx
 import pytest
 import trio
@@ -22,6 +21,7 @@ from tests.conftest import kill_group, wait_until
 from trioswap.config.reader import load
 from trioswap.optimizer import gguf_vocab
 from trioswap.optimizer.tokens import Counters, TokenizerCounter, estimate_tokens
+from trioswap.pipeline.wire import ConnectionPool
 
 pytestmark = pytest.mark.real
 
@@ -133,7 +133,7 @@ async def test_calibration_measures_smollm2s_chat_template(tmp_path: Path) -> No
     counters = Counters(tmp_path / "cache")
     counter = await counters.counter(model)
     assert isinstance(counter, TokenizerCounter) and counter.source == "gguf"
-    async with llama_server() as url, httpcore.AsyncConnectionPool() as pool:
+    async with llama_server() as url, ConnectionPool() as pool:
         await counters.calibrate(model, pool, url, EXTENSIONS)
         # ChatML: <|im_start|>role\n … <|im_end|>\n is 5 or 6 tokens as the role is 1 or 2; the
         # request adds <|im_start|>assistant\n (no BOS for SmolLM2).

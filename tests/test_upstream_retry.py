@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
-import httpcore
 import pytest
 import trio
 
+from trioswap.pipeline.transport_errors import RemoteProtocolError
 from trioswap.pipeline.upstream import open_response, open_upstream_pool
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -65,4 +65,4 @@ async def test_a_replayable_request_is_sent_again_on_a_new_connection() -> None:
 async def test_a_streamed_body_is_not_sent_twice() -> None:
     with pytest.raises(ExceptionGroup) as caught:
         await request_twice(one_chunk())
-    assert caught.group_contains(httpcore.RemoteProtocolError)
+    assert caught.group_contains(RemoteProtocolError)

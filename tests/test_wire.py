@@ -1,7 +1,8 @@
 """trioswap's upstream HTTP/1.1 client (`pipeline.wire`): responses as the bytes that came on
 the wire and as payload, keep-alive reuse and when a connection is not reused, request framing,
-timeouts, and httpcore's exception classes for every failure. Servers are small trio servers in
-the test that send exact bytes on real sockets; the property test replays bytes from memory."""
+timeouts, and `transport_errors`' classes (httpcore's names) for every failure. Servers are
+small trio servers in the test that send exact bytes on real sockets; the property test
+replays bytes from memory."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpcore
 import pytest
 import trio
 import trio.testing
@@ -19,7 +19,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import responders
-from trioswap.pipeline.wire import ConnectionPool, Origin, RequestTimeouts, TLSHandshakeTimeout
+from trioswap.pipeline.transport_errors import (
+    ConnectError,
+    ConnectTimeout,
+    LocalProtocolError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TLSHandshakeTimeout,
+    UnsupportedProtocol,
+    WriteTimeout,
+)
+from trioswap.pipeline.wire import ConnectionPool, Origin, RequestTimeouts
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
@@ -151,20 +161,20 @@ async def test_connection_close_is_not_reused() -> None:
 )
 async def test_a_body_cut_short_is_a_remote_protocol_error(answer: bytes) -> None:
     async with serving(Upstream([answer], close=True)) as url, ConnectionPool() as pool:
-        with pytest.raises(httpcore.RemoteProtocolError):
+        with pytest.raises(RemoteProtocolError):
             await get_raw(pool, url)
 
 
 async def test_a_server_gone_before_answering_is_a_remote_protocol_error() -> None:
     async with serving(Upstream([b""], close=True)) as url, ConnectionPool() as pool:
-        with pytest.raises(httpcore.RemoteProtocolError, match="without sending a response"):
+        with pytest.raises(RemoteProtocolError, match="without sending a response"):
             await get_raw(pool, url)
 
 
 @pytest.mark.parametrize("answer", [b"HTTP/1.1 2OO OK\r\n\r\n", b"HTTP/1.1 200 OK\nx: y\n\n"])
 async def test_a_malformed_head_is_a_remote_protocol_error(answer: bytes) -> None:
     async with serving(Upstream([answer], close=True)) as url, ConnectionPool() as pool:
-        with pytest.raises(httpcore.RemoteProtocolError):
+        with pytest.raises(RemoteProtocolError):
             await get_raw(pool, url)
 
 
@@ -277,14 +287,14 @@ async def test_a_streamed_body_that_breaks_its_content_length_is_refused(
     body: tuple[bytes, ...],
 ) -> None:
     async with serving(Upstream([OK])) as url, ConnectionPool() as pool:
-        with pytest.raises(httpcore.LocalProtocolError):
+        with pytest.raises(LocalProtocolError):
             headers = [(b"content-length", b"3")]
             await get_raw(pool, url, b"POST", headers=headers, content=Pieces(*body))
 
 
 async def test_a_header_that_would_split_the_head_is_refused() -> None:
     async with ConnectionPool() as pool:
-        with pytest.raises(httpcore.LocalProtocolError):
+        with pytest.raises(LocalProtocolError):
             await get_raw(pool, "http://127.0.0.1:9", headers=[(b"x", b"a\r\nb: c")])
 
 
@@ -294,9 +304,9 @@ async def test_connect_refused_and_unsupported_scheme() -> None:
     port = listener.getsockname()[1]
     listener.close()
     async with ConnectionPool() as pool:
-        with pytest.raises(httpcore.ConnectError):
+        with pytest.raises(ConnectError):
             await get_raw(pool, f"http://127.0.0.1:{port}")
-        with pytest.raises(httpcore.UnsupportedProtocol):
+        with pytest.raises(UnsupportedProtocol):
             await get_raw(pool, "ftp://127.0.0.1:21")
 
 
@@ -307,7 +317,7 @@ async def test_a_silent_server_is_a_read_timeout(autojump_clock: trio.testing.Mo
     (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with listener, ConnectionPool() as pool:
         url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
-        with pytest.raises(httpcore.ReadTimeout):
+        with pytest.raises(ReadTimeout):
             await get_raw(pool, url, extensions=TIMEOUTS)
 
 
@@ -317,7 +327,7 @@ async def test_a_server_that_takes_nothing_is_a_write_timeout(
     (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with listener, ConnectionPool() as pool:
         url = f"http://127.0.0.1:{listener.socket.getsockname()[1]}"
-        with pytest.raises(httpcore.WriteTimeout):
+        with pytest.raises(WriteTimeout):
             await get_raw(pool, url, b"POST", content=Pieces(endless=True), extensions=TIMEOUTS)
 
 
@@ -328,7 +338,7 @@ async def test_a_full_backlog_is_a_connect_timeout(autojump_clock: trio.testing.
     filler = socket.create_connection(listener.getsockname())
     with listener, filler:
         async with ConnectionPool() as pool:
-            with pytest.raises(httpcore.ConnectTimeout):
+            with pytest.raises(ConnectTimeout):
                 url = f"http://127.0.0.1:{listener.getsockname()[1]}"
                 await get_raw(pool, url, extensions=TIMEOUTS)
 

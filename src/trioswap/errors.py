@@ -24,9 +24,9 @@
     ├── Forbidden            a browser request from a site that may not call trioswap
     └── InternalError        a bug: an unexpected exception, logged with its request id
 
-Foreign errors (httpcore, yaml, OSError from spawning) are translated into these at one
-boundary each. Text from outside (model names, paths, upstream answers) is clipped where it
-enters a message (`trioswap.clip`).
+Foreign errors (the upstream client's `pipeline.transport_errors`, yaml, OSError from
+spawning) are translated into these at one boundary each. Text from outside (model names,
+paths, upstream answers) is clipped where it enters a message (`trioswap.clip`).
 """
 
 from __future__ import annotations

@@ -20,13 +20,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore
-
 from trioswap.clip import clip
 from trioswap.errors import TrioswapError
 from trioswap.pipeline.translated import read_reply
 from trioswap.pipeline.upstream import TRANSPORT_ERRORS, open_response, upstream_url
-from trioswap.pipeline.wire import ConnectionPool
+from trioswap.pipeline.wire import URL, ConnectionPool
 
 _RULES = """\
 Write the summary in Markdown with exactly these sections, in this order:
@@ -244,7 +242,7 @@ def open_completer(
 
 async def _post(
     pool: ConnectionPool,
-    url: httpcore.URL,
+    url: URL,
     content: bytes,
     extensions: dict[str, Any],
     model_name: str,

@@ -1,6 +1,6 @@
 """The connection pools to upstreams (model servers and peers: trioswap's own client,
 `wire.ConnectionPool`); the URL and timeouts of a request to an upstream; and the one boundary
-where the pool's exceptions (httpcore's classes) become trioswap's.
+where the pool's exceptions (`transport_errors`) become trioswap's.
 
 A model's or peer's `timeouts` map onto the pool and the socket like this:
 - `connect`: the TCP connect, name lookup included;
@@ -28,8 +28,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, NamedTuple
 
-import httpcore
-
 from trioswap.config import Config, ModelConfig, PeerConfig, Timeouts
 from trioswap.errors import (
     UpstreamConnectError,
@@ -39,7 +37,19 @@ from trioswap.errors import (
     UpstreamTimeout,
 )
 from trioswap.pipeline.peers import PeerRoute
-from trioswap.pipeline.wire import ConnectionPool, Response, TLSHandshakeTimeout, origin_of
+from trioswap.pipeline.transport_errors import (
+    ConnectError,
+    ConnectTimeout,
+    NetworkError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TimeoutException,
+    TLSHandshakeTimeout,
+    TransportError,
+    UnsupportedProtocol,
+    WriteTimeout,
+)
+from trioswap.pipeline.wire import URL, ConnectionPool, Response, origin_of
 
 # Connections to model servers are not capped: each serves one client connection, so the client
 # side already bounds them, and a cap only makes streams past it wait without a status line.
@@ -97,7 +107,7 @@ async def close_idle_connections(pool: ConnectionPool, base_url: str) -> None:
     """Close pooled keep-alive connections to one model server before it is stopped: servers
     such as llama-server wait for open connections (up to their keep-alive timeout) on
     SIGTERM, which would make every swap that much slower."""
-    await pool.close_idle(origin_of(httpcore.URL(base_url)))
+    await pool.close_idle(origin_of(URL.parse(base_url)))
 
 
 async def open_response(stack: AsyncExitStack, pool: ConnectionPool, **request: Any) -> Response:
@@ -117,7 +127,7 @@ def upstream_timeouts(upstream: ModelConfig | PeerConfig) -> dict[str, float | N
 
 @functools.lru_cache(maxsize=1024)
 def _origin(proxy: str) -> tuple[bytes, bytes, int | None, bytes]:
-    url = httpcore.URL(proxy)
+    url = URL.parse(proxy)
     return url.scheme, url.host, url.port, url.target.rstrip(b"/")
 
 
@@ -125,40 +135,33 @@ def _percent_encode(match: re.Match[bytes]) -> bytes:
     return b"%%%02X" % match[0][0]
 
 
-def upstream_url(proxy: str, path: bytes, query: bytes) -> httpcore.URL:
+def upstream_url(proxy: str, path: bytes, query: bytes) -> URL:
     """The URL of `path?query` on a model server, the path and query as the client sent them;
     bytes HTTP/1.1 does not allow raw in a target (non-ASCII, space, controls: HTTP/2 clients
     can send them) percent-encoded."""
     scheme, host, port, base = _origin(proxy)
     target = base + path + b"?" + query if query else base + path
     target = _NOT_VCHAR.sub(_percent_encode, target)
-    return httpcore.URL(scheme=scheme, host=host, port=port, target=target)
+    return URL(scheme, host, port, target)
 
 
-HTTPCORE_ERRORS = (
-    httpcore.TimeoutException,
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.UnsupportedProtocol,
-    httpcore.ProxyError,
-)
 # What may fail on the way to a model server, besides its answer: for trioswap's own requests
 # to it (token counts, summaries), which fall back rather than fail the client's.
-TRANSPORT_ERRORS = (*HTTPCORE_ERRORS, UpstreamError)
+TRANSPORT_ERRORS = (TransportError, UpstreamError)
 
 
 @contextmanager
 def upstream_errors(target: ModelConfig | PeerRoute) -> Iterator[None]:
-    """The one place the pool's exceptions (httpcore's classes) become trioswap's, as specific
+    """The one place the pool's exceptions (`transport_errors`) become trioswap's, as specific
     as they are (as httpx's `map_httpcore_exceptions` does), naming the model server or peer and
     the config key of a timeout that passed."""
     try:
         yield
-    except HTTPCORE_ERRORS as exc:
+    except TransportError as exc:
         raise _translate(target, exc) from exc
 
 
-def _translate(target: ModelConfig | PeerRoute, exc: Exception) -> UpstreamError:
+def _translate(target: ModelConfig | PeerRoute, exc: TransportError) -> UpstreamError:
     model, who, key, timeouts = _describe(target)
     if isinstance(exc, TLSHandshakeTimeout):
         return UpstreamTimeout(
@@ -166,23 +169,23 @@ def _translate(target: ModelConfig | PeerRoute, exc: Exception) -> UpstreamError
             f"the TLS handshake with {who} took longer than {timeouts.tls_handshake:g} s "
             f"({key}.tlsHandshake)",
         )
-    if isinstance(exc, httpcore.ConnectTimeout):
+    if isinstance(exc, ConnectTimeout):
         return UpstreamTimeout(
             model, f"connecting to {who} took longer than {timeouts.connect:g} s ({key}.connect)"
         )
-    if isinstance(exc, (httpcore.ReadTimeout, httpcore.WriteTimeout)):
+    if isinstance(exc, (ReadTimeout, WriteTimeout)):
         return UpstreamTimeout(
             model,
             f"{who} was silent for {timeouts.response_header:g} s ({key}.responseHeader: raise "
             "it if it needs longer, 0 = no bound)",
         )
-    if isinstance(exc, httpcore.TimeoutException):
+    if isinstance(exc, TimeoutException):
         return UpstreamTimeout(model, _reason(exc))
-    if isinstance(exc, (httpcore.ConnectError, httpcore.UnsupportedProtocol, httpcore.ProxyError)):
+    if isinstance(exc, (ConnectError, UnsupportedProtocol)):
         return UpstreamConnectError(model, f"cannot connect to {who}: {_cause(exc)}")
-    if isinstance(exc, httpcore.NetworkError):
+    if isinstance(exc, NetworkError):
         return UpstreamDisconnected(model, f"the connection to {who} broke: {_reason(exc)}")
-    if isinstance(exc, httpcore.RemoteProtocolError):
+    if isinstance(exc, RemoteProtocolError):
         return UpstreamProtocolError(model, f"{who}: {_reason(exc)}")
     return UpstreamProtocolError(model, f"the request cannot be forwarded: {_reason(exc)}")
 

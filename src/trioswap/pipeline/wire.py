@@ -4,8 +4,9 @@ as decoded (`Response.aiter_stream`), so a front that frames its response the sa
 them untouched instead of decoding and encoding every chunk again.
 
 The call surface is httpcore's connection pool's (`pool.stream(method=, url=, headers=,
-content=, extensions=)`), and failures are httpcore's exception classes with httpcore's
-meanings, so the one boundary that translates them (`upstream.upstream_errors`) is unchanged.
+content=, extensions=)`, with `URL` in place of httpcore's), and failures are the classes of
+`transport_errors`, httpcore's names and meanings, which one boundary translates
+(`upstream.upstream_errors`). httpcore itself is not imported: its import costs ~50 ms.
 
 How a response is read:
 - its head by `httptools` (llhttp: strict, C), found by its blank line (llhttp allows CRLF
@@ -27,13 +28,27 @@ import math
 import re
 import socket
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import certifi
-import httpcore
 import httptools
 import trio
+
+from trioswap.pipeline.transport_errors import (
+    ConnectError,
+    ConnectTimeout,
+    LocalProtocolError,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    TLSHandshakeTimeout,
+    UnsupportedProtocol,
+    WriteError,
+    WriteTimeout,
+)
 
 READ_SIZE = 65536
 # A streamed request body is sent as it comes; writes smaller than this wait for the next one
@@ -66,8 +81,26 @@ RequestTimeouts = dict[str, float | None]
 Connect = Callable[[Origin, RequestTimeouts], Awaitable[trio.abc.Stream]]
 
 
-class TLSHandshakeTimeout(httpcore.ConnectTimeout):
-    """`timeouts.tlsHandshake` passed (a ConnectTimeout, as httpcore would call it)."""
+@dataclass(frozen=True, slots=True)
+class URL:
+    """Where a request goes: scheme, host and port to connect to (port None: the scheme's
+    default), and the request target as sent (path and query). As httpcore's URL."""
+
+    scheme: bytes
+    host: bytes
+    port: int | None
+    target: bytes
+
+    @classmethod
+    def parse(cls, url: str) -> URL:
+        """A URL from a string as httpcore parses one: the host lowercased and without IPv6
+        brackets, the target "/" if there is no path; ValueError if it is not ASCII or its port
+        is not a number in 0-65535."""
+        parsed = urllib.parse.urlparse(url.encode("ascii"))
+        target = parsed.path or b"/"
+        if parsed.query:
+            target += b"?" + parsed.query
+        return cls(parsed.scheme, parsed.hostname or b"", parsed.port, target)
 
 
 class Connection:
@@ -115,8 +148,8 @@ class Connection:
                 await self.stream.send_all(data)
                 return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise httpcore.WriteError(_reason(exc)) from exc
-        raise httpcore.WriteTimeout(f"the upstream took no data for {timeout:g} s")
+            raise WriteError(_reason(exc)) from exc
+        raise WriteTimeout(f"the upstream took no data for {timeout:g} s")
 
     async def receive(self) -> bytes:
         timeout = self.read_silence
@@ -126,8 +159,8 @@ class Connection:
             with trio.move_on_after(timeout):
                 return await self.stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise httpcore.ReadError(_reason(exc)) from exc
-        raise httpcore.ReadTimeout(f"the upstream sent nothing for {timeout:g} s")
+            raise ReadError(_reason(exc)) from exc
+        raise ReadTimeout(f"the upstream sent nothing for {timeout:g} s")
 
 
 class _Head:
@@ -223,7 +256,7 @@ class Response:
                 if mode == _CLOSE:
                     self._mode = _DONE
                     return None
-                raise httpcore.RemoteProtocolError(
+                raise RemoteProtocolError(
                     "the upstream closed the connection before the end of the response body"
                     + (" (incomplete chunked read)" if mode == _CHUNKED else "")
                 )
@@ -265,20 +298,20 @@ class Response:
             if newline < 0:
                 self._line += data[pos:]
                 if len(self._line) > MAX_LINE:
-                    raise httpcore.RemoteProtocolError("a chunk line longer than 8 KiB")
+                    raise RemoteProtocolError("a chunk line longer than 8 KiB")
                 break
             line = data[pos : newline + 1]
             if self._line:
                 line, self._line = self._line + line, b""
             pos = newline + 1
             if len(line) > MAX_LINE or line[-2:-1] != b"\r":
-                raise httpcore.RemoteProtocolError(f"a malformed chunk line: {line[:80]!r}")
+                raise RemoteProtocolError(f"a malformed chunk line: {line[:80]!r}")
             if phase == _SIZE:
                 self._left = _chunk_size(line)
                 phase = _DATA if self._left else _TRAILER
             elif phase == _DATA_END:
                 if line != b"\r\n":
-                    raise httpcore.RemoteProtocolError("chunk data longer than its size")
+                    raise RemoteProtocolError("chunk data longer than its size")
                 phase = _SIZE
             elif line == b"\r\n":
                 self._mode = _DONE
@@ -289,7 +322,7 @@ class Response:
             else:
                 self._trailers += len(line)
                 if b":" not in line or self._trailers > MAX_TRAILERS:
-                    raise httpcore.RemoteProtocolError(f"a malformed trailer: {line[:80]!r}")
+                    raise RemoteProtocolError(f"a malformed trailer: {line[:80]!r}")
         self._phase = phase
         return data, body if pieces is None else b"".join(pieces)
 
@@ -297,7 +330,7 @@ class Response:
 def _chunk_size(line: bytes) -> int:
     size = line[:-2].partition(b";")[0]
     if not size or len(size) > 16 or size.strip(_HEX):
-        raise httpcore.RemoteProtocolError(f"a malformed chunk size: {line[:80]!r}")
+        raise RemoteProtocolError(f"a malformed chunk size: {line[:80]!r}")
     return int(size, 16)
 
 
@@ -382,7 +415,7 @@ class ConnectionPool:
     def stream(
         self,
         method: bytes | str,
-        url: httpcore.URL | str,
+        url: URL | str,
         *,
         headers: list[tuple[bytes, bytes]] | None = None,
         content: bytes | AsyncIterator[bytes] | None = None,
@@ -392,7 +425,7 @@ class ConnectionPool:
         if isinstance(method, str):
             method = method.encode("ascii")
         if isinstance(url, str):
-            url = httpcore.URL(url)
+            url = URL.parse(url)
         timeouts = (extensions or {}).get("timeout", {})
         return _Exchange(self, method, url, headers or [], content, timeouts)
 
@@ -441,9 +474,9 @@ class ConnectionPool:
             with trio.move_on_after(_forever(timeout)):
                 tcp = await trio.open_tcp_stream(name, port)
         except OSError as exc:
-            raise httpcore.ConnectError(_reason(exc)) from exc
+            raise ConnectError(_reason(exc)) from exc
         if tcp is None:
-            raise httpcore.ConnectTimeout(f"connecting took longer than {timeout:g} s")
+            raise ConnectTimeout(f"connecting took longer than {timeout:g} s")
         try:
             if self.keepalive is not None:
                 seconds = max(1, round(self.keepalive))
@@ -468,15 +501,15 @@ class ConnectionPool:
                 return tls
         except (trio.BrokenResourceError, OSError) as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
-            raise httpcore.ConnectError(_reason(cause)) from exc
+            raise ConnectError(_reason(cause)) from exc
         raise TLSHandshakeTimeout(f"the TLS handshake took longer than {self.tls_handshake:g} s")
 
 
-def origin_of(url: httpcore.URL) -> Origin:
+def origin_of(url: URL) -> Origin:
     """(scheme, host, port) of a URL, the port defaulted; UnsupportedProtocol if not HTTP."""
     port = DEFAULT_PORTS.get(url.scheme)
     if port is None:
-        raise httpcore.UnsupportedProtocol(f"a URL with scheme {url.scheme.decode()!r}")
+        raise UnsupportedProtocol(f"a URL with scheme {url.scheme.decode()!r}")
     return url.scheme, url.host, url.port or port
 
 
@@ -498,7 +531,7 @@ class _Exchange:
         self,
         pool: ConnectionPool,
         method: bytes,
-        url: httpcore.URL,
+        url: URL,
         headers: list[tuple[bytes, bytes]],
         content: bytes | AsyncIterator[bytes] | None,
         timeouts: RequestTimeouts,
@@ -523,7 +556,7 @@ class _Exchange:
         try:
             try:
                 first = await self._send(connection, head, chunked, length)
-            except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
+            except (RemoteProtocolError, ReadError, WriteError):
                 # A server may close an idle connection just as it is reused: the request
                 # failed before any answer, unseen. It is sent once more on a new connection
                 # when its body can be sent again (not a stream passed through), as nginx and
@@ -562,7 +595,7 @@ class _Exchange:
         content = self.content
         if content is None or isinstance(content, bytes):
             if length is not None and length != len(content or b""):
-                raise httpcore.LocalProtocolError(
+                raise LocalProtocolError(
                     f"a request body of {len(content or b'')} bytes with Content-Length {length}"
                 )
             if chunked:
@@ -577,13 +610,13 @@ class _Exchange:
             await _send_stream(connection, head, content, chunked, length)
         first = await connection.receive()
         if not first:
-            raise httpcore.RemoteProtocolError("Server disconnected without sending a response.")
+            raise RemoteProtocolError("Server disconnected without sending a response.")
         return first
 
 
 def _request_head(
     method: bytes,
-    url: httpcore.URL,
+    url: URL,
     headers: list[tuple[bytes, bytes]],
     content: bytes | AsyncIterator[bytes] | None,
 ) -> tuple[bytes, bool, int | None]:
@@ -591,20 +624,20 @@ def _request_head(
     header is added unless given, and framing for a body that has none."""
     target = url.target
     if _BAD_NAME.search(method) or _NOT_VCHAR.search(target):
-        raise httpcore.LocalProtocolError(f"a request line HTTP/1.1 cannot carry: {target!r}")
+        raise LocalProtocolError(f"a request line HTTP/1.1 cannot carry: {target!r}")
     lines = [method, b" ", target, b" HTTP/1.1\r\n", b""]
     has_host = False
     chunked = False
     length: int | None = None
     for name, value in headers:
         if not name or _BAD_NAME.search(name) or _BAD_VALUE.search(value):
-            raise httpcore.LocalProtocolError(f"a request header HTTP/1.1 cannot carry: {name!r}")
+            raise LocalProtocolError(f"a request header HTTP/1.1 cannot carry: {name!r}")
         size = len(name)
         if size == 4 and name.lower() == b"host":
             has_host = True
         elif size == 14 and name.lower() == b"content-length":
             if not value.isdigit():
-                raise httpcore.LocalProtocolError(f"a malformed Content-Length: {value!r}")
+                raise LocalProtocolError(f"a malformed Content-Length: {value!r}")
             length = int(value)
         elif size == 17 and name.lower() == b"transfer-encoding":
             chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
@@ -618,7 +651,7 @@ def _request_head(
         lines[4] = b"host: " + host + b"\r\n"
     if chunked:
         if length is not None:
-            raise httpcore.LocalProtocolError("a request with Content-Length and chunked")
+            raise LocalProtocolError("a request with Content-Length and chunked")
     elif length is None:
         if isinstance(content, bytes):
             length = len(content)
@@ -646,7 +679,7 @@ async def _send_stream(
             continue
         sent += len(piece)
         if length is not None and sent > length:
-            raise httpcore.LocalProtocolError(f"a request body longer than its {length} bytes")
+            raise LocalProtocolError(f"a request body longer than its {length} bytes")
         if chunked:
             pending += (b"%x\r\n" % len(piece), piece, b"\r\n")
         else:
@@ -657,7 +690,7 @@ async def _send_stream(
             pending.clear()
             size = 0
     if length is not None and sent < length:
-        raise httpcore.LocalProtocolError(f"a request body of {sent} of its {length} bytes")
+        raise LocalProtocolError(f"a request body of {sent} of its {length} bytes")
     if chunked:
         pending.append(_LAST_CHUNK)
     if pending:
@@ -670,29 +703,29 @@ async def _read_head(connection: Connection, buffer: bytes, method: bytes) -> Re
         end = buffer.find(b"\r\n\r\n")
         while end < 0:
             if len(buffer) > MAX_HEAD:
-                raise httpcore.RemoteProtocolError(f"a response head over {MAX_HEAD} bytes")
+                raise RemoteProtocolError(f"a response head over {MAX_HEAD} bytes")
             more = await connection.receive()
             if not more:
-                raise httpcore.RemoteProtocolError("Server disconnected in a response head.")
+                raise RemoteProtocolError("Server disconnected in a response head.")
             start = max(0, len(buffer) - 3)
             buffer += more
             end = buffer.find(b"\r\n\r\n", start)
         split = end + 4
         if split > MAX_HEAD:
-            raise httpcore.RemoteProtocolError(f"a response head over {MAX_HEAD} bytes")
+            raise RemoteProtocolError(f"a response head over {MAX_HEAD} bytes")
         head = _Head()
         parser = httptools.HttpResponseParser(head)
         try:
             parser.feed_data(memoryview(buffer)[:split])
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            raise httpcore.RemoteProtocolError(f"a malformed response head: {exc}") from None
+            raise RemoteProtocolError(f"a malformed response head: {exc}") from None
         buffer = buffer[split:]
         status = parser.get_status_code()
         if status >= 200:
             return _response(connection, parser, head, status, buffer, method)
         if status == 101:
-            raise httpcore.RemoteProtocolError("switched protocols unasked (101)")
-    raise httpcore.RemoteProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
+            raise RemoteProtocolError("switched protocols unasked (101)")
+    raise RemoteProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
 
 
 def _response(
