@@ -330,6 +330,8 @@ async def test_http10_answers_say_how_the_connection_goes_on() -> None:
         await transport.start(200, [(b"content-length", b"2")])
         sent = await written(transport, wire, (b"OK", False))
         assert (b"connection: close\r\n" in sent) is close
+        # An HTTP/1.0 client closes unless the answer says the connection goes on.
+        assert (b"connection: keep-alive\r\n" in sent) is not close
         assert transport.close_after is close
 
 
@@ -370,19 +372,15 @@ async def test_a_head_within_the_limit_passes_in_many_reads() -> None:
     assert len(parsed[0].headers) == 60
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG http1.read_loop counts the whole read in which a head began (the previous "
-    "request's body included) towards MAX_HEAD: a pipelined 39-byte head after a 64 KiB body "
-    "is refused with 431",
-)
-async def test_bug_a_small_pipelined_head_after_a_large_body_is_not_a_431() -> None:
+async def test_a_small_pipelined_head_after_a_large_body_is_not_a_431() -> None:
     small = b"GET /2 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n"
     template = b"POST /1 HTTP/1.1\r\nContent-Length: %05d\r\n\r\n"
     size = READ_SIZE - len(template % 0) - 10
     wire = template % size + b"b" * size + small
     # One full read ending 10 bytes into the second head, a read of 4 more, then the rest.
-    parsed, status = await parse([wire[:READ_SIZE], wire[READ_SIZE : READ_SIZE + 4], wire[-25:]])
+    parsed, status = await parse(
+        [wire[:READ_SIZE], wire[READ_SIZE : READ_SIZE + 4], wire[READ_SIZE + 4 :]]
+    )
     assert [p.path for p in parsed] == ["/1", "/2"]
     assert status is None
 
@@ -576,12 +574,7 @@ async def test_no_continue_when_nothing_waits_for_it(case: str) -> None:
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG http1.FrontBody sends 100 Continue to an HTTP/1.0 client, which must ignore "
-    "the expectation (RFC 9110 10.1.1) and may take the interim response for the answer",
-)
-async def test_bug_no_continue_to_an_http10_client() -> None:
+async def test_no_continue_to_an_http10_client() -> None:
     wire = Wire()
     conn = connection(wire)
     async with trio.open_nursery() as nursery:

@@ -31,8 +31,9 @@ from trioswap.protocols.errors import Headers
 READ_SIZE = 65536
 # Unconsumed body bytes (or a pipelined request) after which the reader waits.
 READ_AHEAD = 65536
-# A request head larger than this is refused (431), as hypercorn's h11 did at 16 KiB; agent
-# CLIs send long cookies and auth tokens, so a little more room.
+# A request head larger than this is refused (431; checked after each read, so a head may pass
+# it by up to one read), as hypercorn's h11 did at 16 KiB; agent CLIs send long cookies and
+# auth tokens, so a little more room.
 MAX_HEAD = 64 * 1024
 _CHUNKED: Headers = [(b"transfer-encoding", b"chunked")]
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -118,7 +119,8 @@ class Request:
                 else:
                     self.framing = [(name, value)]
             elif name == b"expect" and value.lower() == b"100-continue":
-                self.continue_expected = True
+                # An HTTP/1.0 client's expectation is ignored (RFC 9110 10.1.1).
+                self.continue_expected = version != "1.0"
 
 
 def _absolute_form(target: bytes) -> tuple[bytes, bytes]:
@@ -145,6 +147,7 @@ class Http1Connection:
         self._target = b""
         self._headers: Headers = []
         self._in_head = False
+        self._head_began = False
         self._head_bytes = 0
         self._buffered = 0
         self._changed = trio.Event()
@@ -184,7 +187,12 @@ class Http1Connection:
             except MalformedRequest as exc:
                 self.error = exc
             if self.error is None and self._in_head:
-                self._head_bytes += len(data)
+                # The read a head began in may hold the previous request's body: from the next
+                # read on, all of a read is head (bounded at MAX_HEAD + READ_SIZE).
+                if self._head_began:
+                    self._head_began = False
+                else:
+                    self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD:
                     self.error = MalformedRequest(431, f"request head over {MAX_HEAD} bytes")
             if self.error is not None:
@@ -217,6 +225,7 @@ class Http1Connection:
         self._target = b""
         self._headers = []
         self._in_head = True
+        self._head_began = True
         self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -434,6 +443,8 @@ class FrontTransport:
             lines.append(b"transfer-encoding: chunked\r\n")
         if self.close_after:
             lines.append(b"connection: close\r\n")
+        elif self.http10:
+            lines.append(b"connection: keep-alive\r\n")  # 1.0 closes unless told otherwise
         lines += (b"date: ", _Date.now(), b"\r\n\r\n")
         self.framing = framing
         self._head = b"".join(lines)
