@@ -26,6 +26,7 @@ from urllib.parse import quote
 import atheris
 import trio
 import trio.testing
+from stage_fakes import Parsed, Replay
 
 with atheris.instrument_imports():
     from trioswap.web.http1 import (
@@ -49,53 +50,6 @@ RESERVED = frozenset(
 T = TypeVar("T")
 
 
-class Client(trio.abc.Stream):
-    """The client's side of the connection: `pieces` one per read (cut to the reader's size),
-    then its end; what it was sent is kept."""
-
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = [piece for piece in pieces if piece][::-1]
-        self.delivered = 0
-        self.writes: list[bytes] = []
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        await trio.lowlevel.checkpoint()
-        if not self.pieces:
-            return b""
-        piece = self.pieces.pop()
-        if max_bytes is not None and len(piece) > max_bytes:
-            piece, rest = piece[:max_bytes], piece[max_bytes:]
-            self.pieces.append(rest)
-        self.delivered += len(piece)
-        return piece
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.lowlevel.checkpoint()
-        self.writes.append(bytes(data))
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def send_eof(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-
-@dataclass(frozen=True)
-class Parsed:
-    method: str
-    target: bytes
-    path: str
-    raw_path: bytes
-    query: bytes
-    headers: tuple[tuple[bytes, bytes], ...]
-    body: bytes
-    version: str
-    keep_alive: bool
-
-
 @dataclass(frozen=True)
 class Built:
     wire: bytes
@@ -103,7 +57,7 @@ class Built:
     expects_continue: bool
 
 
-async def serve(client: Client, overhead: int | None) -> tuple[list[Parsed], int | None]:
+async def serve(client: Replay, overhead: int | None) -> tuple[list[Parsed], int | None]:
     """The requests as the handler got them, and the status of a MalformedRequest. `overhead`:
     the wire's bytes that are not body (heads, chunk framing), when known."""
     conn = Http1Connection(client)  # type: ignore[arg-type]  # any trio stream will do
@@ -132,19 +86,7 @@ async def serve(client: Client, overhead: int | None) -> tuple[list[Parsed], int
                     await bounded()
                 body = b"".join(pieces)
                 assert len(body) <= client.delivered
-                parsed.append(
-                    Parsed(
-                        request.method,
-                        request.target,
-                        request.path,
-                        request.raw_path,
-                        request.query,
-                        tuple(request.headers),
-                        body,
-                        request.version,
-                        request.keep_alive,
-                    )
-                )
+                parsed.append(Parsed.of(request, body))
                 conn.finished(request)
         except MalformedRequest as exc:
             assert exc.status in (400, 431), exc.status
@@ -153,8 +95,8 @@ async def serve(client: Client, overhead: int | None) -> tuple[list[Parsed], int
     return parsed, status
 
 
-def run(pieces: list[bytes], overhead: int | None) -> tuple[Client, list[Parsed], int | None]:
-    client = Client(pieces)
+def run(pieces: list[bytes], overhead: int | None) -> tuple[Replay, list[Parsed], int | None]:
+    client = Replay(pieces)
     # A virtual clock: a body that stalls (it never should: the client ends) times out at once.
     clock = trio.testing.MockClock(autojump_threshold=0)
     parsed, status = trio.run(serve, client, overhead, clock=clock)

@@ -16,6 +16,7 @@ import httptools
 import pytest
 import trio
 import trio.testing
+from fuzz.stage_fakes import Parsed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,36 +70,11 @@ def connection(wire: Wire) -> Http1Connection:
     return Http1Connection(wire.stream)  # type: ignore[arg-type]  # any trio stream will do
 
 
-@dataclass(frozen=True)
-class Parsed:
-    method: str
-    target: bytes
-    path: str
-    raw_path: bytes
-    query: bytes
-    headers: tuple[tuple[bytes, bytes], ...]
-    body: bytes
-    version: str
-    keep_alive: bool
-
-
 async def serve(conn: Http1Connection, parsed: list[Parsed], limit: int = LIMIT) -> None:
     """The handler's side: each request in turn, its body read whole."""
     while (request := await conn.next_request()) is not None:
         body = await FrontBody(conn, request, limit, TIMEOUT).read()
-        parsed.append(
-            Parsed(
-                request.method,
-                request.target,
-                request.path,
-                request.raw_path,
-                request.query,
-                tuple(request.headers),
-                body,
-                request.version,
-                request.keep_alive,
-            )
-        )
+        parsed.append(Parsed.of(request, body))
         conn.finished(request)
 
 
