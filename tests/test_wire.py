@@ -378,8 +378,9 @@ async def test_keepalive_sets_tcp_keepalive_on_the_socket() -> None:
     async with serving(Upstream([OK])) as url, ConnectionPool(keepalive=7) as pool:
         await get_raw(pool, url)
         (idle,) = pool._idle.values()
-        sock = idle[0].socket
-        assert sock is not None
+        tcp = idle[0].tcp
+        assert tcp is not None
+        sock = tcp.socket
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
 

@@ -37,6 +37,7 @@ import certifi
 import httptools
 import trio
 
+from trioswap.lean_stream import LeanStream
 from trioswap.pipeline.transport_errors import (
     ConnectError,
     ConnectTimeout,
@@ -111,17 +112,15 @@ class Connection:
         "origin",
         "read_silence",
         "requests",
-        "socket",
         "stream",
+        "tcp",
         "write_silence",
     )
 
-    def __init__(
-        self, origin: Origin, stream: trio.abc.Stream, sock: trio.socket.SocketType | None
-    ) -> None:
+    def __init__(self, origin: Origin, stream: trio.abc.Stream, tcp: LeanStream | None) -> None:
         self.origin = origin
         self.stream = stream
-        self.socket = sock
+        self.tcp = tcp
         self.requests = 0
         self.idle_since = 0.0
         # The longest the upstream may take to send something, or to take what is sent (the
@@ -131,12 +130,12 @@ class Connection:
 
     def close(self) -> None:
         """Close at once, without a checkpoint (safe in a `finally` under cancellation)."""
-        if self.socket is not None:
-            self.socket.close()
+        if self.tcp is not None:
+            self.tcp.close()
 
     def stale(self) -> bool:
         """Readable while idle: the server closed it, or sent what nobody asked for."""
-        return self.socket is not None and self.socket.is_readable()
+        return self.tcp is not None and self.tcp.is_readable()
 
     async def send(self, data: bytes) -> None:
         timeout = self.write_silence
@@ -468,30 +467,31 @@ class ConnectionPool:
         scheme, host, port = origin
         name = host.decode("ascii")
         timeout = timeouts.get("connect")
-        tcp: trio.SocketStream | None = None
+        opened: trio.SocketStream | None = None
         try:
             # Name lookup included, as in httpcore.
             with trio.move_on_after(_forever(timeout)):
-                tcp = await trio.open_tcp_stream(name, port)
+                opened = await trio.open_tcp_stream(name, port)
         except OSError as exc:
             raise ConnectError(_reason(exc)) from exc
-        if tcp is None:
+        if opened is None:
             raise ConnectTimeout(f"connecting took longer than {timeout:g} s")
+        tcp = LeanStream.adopt(opened)
         try:
             if self.keepalive is not None:
                 seconds = max(1, round(self.keepalive))
-                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
-                tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
+                tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                tcp.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
+                tcp.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
             stream: trio.abc.Stream = tcp
             if scheme == b"https":
                 stream = await self._start_tls(tcp, name)
         except BaseException:
-            tcp.socket.close()
+            tcp.close()
             raise
-        return Connection(origin, stream, tcp.socket)
+        return Connection(origin, stream, tcp)
 
-    async def _start_tls(self, tcp: trio.SocketStream, name: str) -> trio.SSLStream[Any]:
+    async def _start_tls(self, tcp: LeanStream, name: str) -> trio.SSLStream[Any]:
         if self._ssl_context is None:
             self._ssl_context = _default_ssl_context()
         tls = trio.SSLStream(tcp, self._ssl_context, server_hostname=name, https_compatible=True)

@@ -12,6 +12,7 @@ scope that a client going away, a cancel from the UI or shutdown cancels.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from contextlib import AsyncExitStack
@@ -26,6 +27,7 @@ from trioswap.errors import (
     ShuttingDown,
     TrioswapError,
 )
+from trioswap.lean_stream import LeanStream
 from trioswap.observe.observability import Observability, ObservedTransport, Watch
 from trioswap.pipeline.exchange import Exchange
 from trioswap.pipeline.loader import Pipeline, RouteTable
@@ -50,6 +52,9 @@ KEEP_ALIVE_TIMEOUT = 75.0
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 16 * 1024 * 1024
 HEALTH_PATH = "/health"
+# accept() errors that are about one connection (gone before it was taken, refused by a
+# firewall rule), not about the listener: trio's SocketListener ignores the same.
+_ACCEPT_TRANSIENT = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO})
 
 
 class Front:
@@ -82,35 +87,39 @@ class Front:
     ) -> None:
         """Accept connections until `stop_accepting`, then close the idle ones; return once
         every connection has ended."""
-        sock = trio.socket.from_stdlib_socket(listener)
-        host, port = sock.getsockname()[:2]
+        listener.setblocking(False)
+        host, port = listener.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
-                accepting.start_soon(self._accept, sock, connections)
+                accepting.start_soon(self._accept, listener, connections)
                 task_status.started([f"http://{shown}:{port}"])
                 await stop_accepting.wait()
                 accepting.cancel_scope.cancel()
-            sock.close()
+            listener.close()
             self._closing = True
             self.in_flight.close()
             for scope in self._idle:
                 scope.cancel()
 
-    async def _accept(self, sock: trio.socket.SocketType, connections: trio.Nursery) -> None:
-        listener = trio.SocketListener(sock)
+    async def _accept(self, listener: socket.socket, connections: trio.Nursery) -> None:
         while True:
+            await trio.lowlevel.wait_readable(listener)
             try:
-                stream = await listener.accept()
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                continue
             except OSError as exc:
+                if exc.errno in _ACCEPT_TRANSIENT:
+                    continue
                 # Out of file descriptors (or memory): wait for some to be freed, as
                 # trio.serve_listeners does, rather than stop serving.
                 log.error("accept failed (%s); trying again in 0.1 s", exc)
                 await trio.sleep(0.1)
                 continue
-            connections.start_soon(self._connection, stream)
+            connections.start_soon(self._connection, LeanStream(sock))
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, stream: LeanStream) -> None:
         conn = Http1Connection(stream)
         try:
             peer = stream.socket.getpeername()
@@ -273,7 +282,7 @@ class Front:
                     await observability.finish(watch, exchange, sink.state is not DONE)
 
 
-async def _linger(stream: trio.SocketStream) -> None:
+async def _linger(stream: LeanStream) -> None:
     """Close gently after an answer to a request whose body is still coming: closed at once
     with bytes unread, the socket would reset and the client could lose the answer. So: our
     side ends, and what the client still sends is read and dropped, for a moment."""

@@ -135,7 +135,7 @@ def _absolute_form(target: bytes) -> tuple[bytes, bytes]:
 class Http1Connection:
     """The parser's side of one client connection (see the module docstring)."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
         self.stream = stream
         self._parser = httptools.HttpRequestParser(self)
         # Content-Length beside chunked framing: the chunks count (RFC 9112 6.3), as h11 did,
@@ -392,7 +392,7 @@ class FrontTransport:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.HalfCloseableStream,
         request: Request | None,
         *,
         close_after: bool,
@@ -489,7 +489,7 @@ class FrontTransport:
 
 
 async def write_simple(
-    stream: trio.SocketStream, status: int, body: bytes, headers: Headers = ()
+    stream: trio.abc.HalfCloseableStream, status: int, body: bytes, headers: Headers = ()
 ) -> None:
     """A whole response outside any exchange (a request that is not HTTP), closing."""
     transport = FrontTransport(stream, None, close_after=True, on_gone=_ignore)
