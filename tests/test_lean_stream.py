@@ -402,12 +402,6 @@ async def test_is_readable_after_the_peer_closed(pair: Pair) -> None:
         assert await stream.receive_some() == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="is_readable peeks with recv(MSG_PEEK): the kernel reports a socket's error once, so "
-    "the peek consumes ECONNRESET and the next receive_some reads b'' (a clean EOF) instead of "
-    "BrokenResourceError",
-)
 async def test_is_readable_after_a_reset_leaves_the_reset_for_receive_some(tcp: Pair) -> None:
     stream, peer = tcp
     with trio.fail_after(TIMEOUT):
@@ -492,12 +486,6 @@ async def test_a_second_concurrent_receive_is_a_busy_resource_error(pair: Pair) 
             await peer.send_all(b"x")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="send_all has no conflict detection: while one send_all waits for room, a second "
-    "task's send_all writes its bytes into the middle of the first's (trio.abc.SendStream says "
-    "BusyResourceError)",
-)
 async def test_a_second_concurrent_send_all_is_a_busy_resource_error() -> None:
     ours, theirs = tcp_sockets()
     # A plain socket for the reader: making room must not let the first sender run.

@@ -321,6 +321,68 @@ async def test_a_silent_server_is_a_read_timeout(autojump_clock: trio.testing.Mo
             await get_raw(pool, url, extensions=TIMEOUTS)
 
 
+def timeouts(read: float) -> dict[str, RequestTimeouts]:
+    return {"timeout": {"connect": 5.0, "read": read, "write": 5.0, "pool": None}}
+
+
+async def test_silence_mid_body_is_a_read_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    # One chunk, then nothing (the upstream waits for a next request): the read after it times
+    # out, counted from when it began.
+    partial = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    async with (
+        serving(Upstream([partial, b""])) as url,
+        ConnectionPool() as pool,
+        pool.stream(b"GET", url + "/x", extensions=timeouts(5.0)) as response,
+    ):
+        chunks = response.aiter_raw()
+        assert (await chunks.__anext__())[1] == b"abc"
+        await trio.sleep(100)  # the consumer's own pace is not the upstream's silence
+        began = trio.current_time()
+        with pytest.raises(ReadTimeout, match="sent nothing for 5 s"):
+            await chunks.__anext__()
+        assert trio.current_time() - began == pytest.approx(5.0, abs=0.01)
+
+
+async def test_a_slow_reader_is_not_a_silent_upstream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    body = bytes(400_000)
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    received = b""
+    async with (
+        serving(Upstream([answer])) as url,
+        ConnectionPool() as pool,
+        pool.stream(b"GET", url + "/x", extensions=timeouts(1.0)) as response,
+    ):
+        async for piece in response.aiter_stream():
+            received += piece
+            await trio.sleep(10)
+    assert received == body
+
+
+async def test_a_short_silence_ends_on_time_while_a_long_one_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ended: dict[str, float] = {}
+
+    async def silent_read(name: str, url: str, read: float) -> None:
+        with pytest.raises(ReadTimeout):
+            await get_raw(pool, url, extensions=timeouts(read))
+        ended[name] = trio.current_time()
+
+    (first,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    (second,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with first, second, ConnectionPool() as pool, trio.open_nursery() as nursery:
+        start = trio.current_time()
+        for name, listener, read in [("long", first, 100.0), ("short", second, 5.0)]:
+            nursery.start_soon(
+                silent_read, name, f"http://127.0.0.1:{listener.socket.getsockname()[1]}", read
+            )
+            await trio.sleep(1)
+    assert ended["short"] - start == pytest.approx(6.0, abs=0.01)
+    assert ended["long"] - start == pytest.approx(100.0, abs=0.01)
+
+
 async def test_a_server_that_takes_nothing_is_a_write_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -18,6 +18,7 @@ Errors are trio's: `BrokenResourceError` for a connection the peer broke,
 from __future__ import annotations
 
 import errno
+import select
 import socket
 
 import trio
@@ -43,6 +44,8 @@ class LeanStream(trio.abc.HalfCloseableStream):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         self.socket = sock
         self._eof_sent = False
+        # A send waiting for room: another task's send now would interleave its bytes.
+        self._send_waiting = False
 
     @classmethod
     def adopt(cls, stream: trio.SocketStream) -> LeanStream:
@@ -52,6 +55,8 @@ class LeanStream(trio.abc.HalfCloseableStream):
         return cls(socket.socket(family, kind, proto, trio_socket.detach()))
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         sock = self.socket
         while True:
             if sock.fileno() == -1:
@@ -66,6 +71,8 @@ class LeanStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         sock = self.socket
+        if self._send_waiting:
+            raise trio.BusyResourceError("another task is sending on this connection")
         if self._eof_sent:
             raise trio.ClosedResourceError("can't send data after sending EOF")
         await checkpoint_if_cancelled()
@@ -83,7 +90,11 @@ class LeanStream(trio.abc.HalfCloseableStream):
                 return
             if view is None:
                 view = memoryview(data)
-            await wait_writable(sock)
+            self._send_waiting = True
+            try:
+                await wait_writable(sock)
+            finally:
+                self._send_waiting = False
 
     async def wait_send_all_might_not_block(self) -> None:
         if self.socket.fileno() == -1:
@@ -102,13 +113,13 @@ class LeanStream(trio.abc.HalfCloseableStream):
 
     def is_readable(self) -> bool:
         """Readable right now (data or EOF waiting), without blocking."""
-        try:
-            self.socket.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            pass
-        return True
+        if self.socket.fileno() == -1:
+            return True
+        # poll, not recv(MSG_PEEK): a peek would consume a pending error (a reset), and the
+        # next receive would read a clean EOF.
+        poller = select.poll()
+        poller.register(self.socket, select.POLLIN)
+        return bool(poller.poll(0))
 
     def close(self) -> None:
         """Close at once, without a checkpoint (safe in a `finally` under cancellation); a task
