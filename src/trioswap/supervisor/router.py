@@ -1,9 +1,12 @@
-"""The one task that owns scheduling state.
+"""The router: the one owner of scheduling state, the synchronous `Scheduler`.
 
-Everything that could change who runs — requests, releases, unloads, ttl deadlines, and what the
-owner task of each model server start reports (`Started`, `Healthy`, `Exited`) — arrives as a
-frozen event on one memory channel and is handed to the synchronous `Scheduler`. Slow work (a
-start's owner task, a stop's before-stop hook) runs in tasks and reports back as events.
+Requests, releases and unloads are handed to the scheduler by the task that makes them, at
+once: the scheduler never blocks and trio runs one task at a time, so no event can come between
+(and a request costs no round trip through another task, which was a twentieth of the proxy's
+CPU per request). The router's task keeps the rest: the ttl and drain deadlines, and what the
+owner task of each model server start reports (`Started`, `Healthy`, `Exited`), which arrives as
+a frozen event on one memory channel. Slow work (a start's owner task, a stop's before-stop
+hook) runs in tasks and reports back as events.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from trioswap.supervisor.scheduler import (
 
 log = logging.getLogger("trioswap.supervisor")
 
-# Requests and releases are tiny and the router never blocks, so a short buffer is plenty; a
-# full buffer only makes senders wait their turn.
+# Server events are few (three per start) and the router never blocks, so a short buffer is
+# plenty; a full buffer only makes senders wait their turn.
 EVENT_BUFFER = 256
 
 TransitionListener = Callable[[str, ModelState, ModelState], None]
@@ -69,29 +72,6 @@ class UnloadReply:
         self.done = trio.Event()
         self.result: UnloadResult | None = None
         self.error: TrioswapError | None = None
-
-
-@dataclass(frozen=True)
-class Request:
-    id: RequestId
-    model: str
-    waiter: Waiter
-
-
-@dataclass(frozen=True)
-class Release:
-    id: RequestId
-
-
-@dataclass(frozen=True)
-class Unload:
-    id: UnloadId
-    models: tuple[str, ...] | None
-    force: bool
-    reply: UnloadReply
-
-
-Event = Request | Release | Unload | ServerEvent
 
 
 @dataclass(frozen=True)
@@ -137,7 +117,7 @@ class Router:
         self._process_nursery = process_nursery
         self._listeners = listeners
         self._before_stop = before_stop
-        self._send, self._receive = trio.open_memory_channel[Event](EVENT_BUFFER)
+        self._send, self._receive = trio.open_memory_channel[ServerEvent](EVENT_BUFFER)
         self._scheduler = Scheduler(
             config.models, GroupRules.from_config(config), self, config.drain_timeout
         )
@@ -148,20 +128,28 @@ class Router:
         self._waiters: dict[RequestId, Waiter] = {}
         self._unloads: dict[UnloadId, UnloadReply] = {}
         self._task_nursery: trio.Nursery
+        # Requests are taken while the router runs; its wait for the next deadline, moved by
+        # what the scheduler is handed in between.
+        self._open = False
+        self._tick = trio.CancelScope()
 
     # -- the public seam --------------------------------------------------------------------
 
     async def acquire(self, model: str) -> tuple[RequestId, ModelServer]:
         """Wait until `model` runs and may take one more request; release the id after."""
+        if not self._open:
+            raise ShuttingDown()
         request = next(self._ids)
-        waiter = Waiter()
-        await self._post(Request(request, model, waiter))
-        try:
-            await waiter.done.wait()
-        except BaseException:
-            # Cancelled: hand back the grant if it came, so the model stays evictable.
-            await self.release(request)
-            raise
+        waiter = self._waiters[request] = Waiter()
+        self._scheduler.on_request(request, model, trio.current_time())
+        self._rearm()
+        if not waiter.done.is_set():
+            try:
+                await waiter.done.wait()
+            except BaseException:
+                # Cancelled: hand back the grant if it came, so the model stays evictable.
+                self._release(request)
+                raise
         if waiter.error is not None:
             # One failed start answers many waiters with the same error object: drop the
             # traceback each time so it doesn't grow with every raise.
@@ -170,16 +158,22 @@ class Router:
         return request, waiter.server
 
     async def release(self, request: RequestId) -> None:
-        with trio.CancelScope(shield=True):
-            try:
-                await self._send.send(Release(request))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        self._release(request)
+
+    def _release(self, request: RequestId) -> None:
+        if self._open:
+            self._waiters.pop(request, None)
+            self._scheduler.on_release(request, trio.current_time())
+            self._rearm()
 
     async def unload(self, models: Iterable[str] | None, force: bool) -> UnloadResult:
-        reply = UnloadReply()
+        if not self._open:
+            raise ShuttingDown()
+        unload = next(self._ids)
+        reply = self._unloads[unload] = UnloadReply()
         names = None if models is None else tuple(models)
-        await self._post(Unload(next(self._ids), names, force, reply))
+        self._scheduler.on_unload(unload, names, trio.current_time(), force)
+        self._rearm()
         await reply.done.wait()
         if reply.error is not None:
             raise reply.error
@@ -214,15 +208,15 @@ class Router:
         try:
             async with trio.open_nursery() as nursery, self._receive:
                 self._task_nursery = nursery
+                self._open = True
                 task_status.started()
                 while True:
-                    deadline = self._scheduler.next_deadline()
-                    with trio.move_on_at(math.inf if deadline is None else deadline):
-                        event = await self._receive.receive()
-                        self._dispatch(event)
+                    with trio.CancelScope(deadline=self._next_deadline()) as self._tick:
+                        self._dispatch(await self._receive.receive())
                         continue
                     self._scheduler.on_tick(trio.current_time())
         finally:
+            self._open = False
             self._scheduler.on_shutdown()
             for reply in [*self._waiters.values(), *self._unloads.values()]:
                 reply.error = ShuttingDown()
@@ -230,25 +224,18 @@ class Router:
             self._waiters.clear()
             self._unloads.clear()
 
-    async def _post(self, event: Request | Unload) -> None:
-        try:
-            await self._send.send(event)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ShuttingDown() from None
+    def _next_deadline(self) -> float:
+        deadline = self._scheduler.next_deadline()
+        return math.inf if deadline is None else deadline
 
-    def _dispatch(self, event: Event) -> None:
+    def _rearm(self) -> None:
+        """The scheduler was handed something: its next deadline may have moved."""
+        self._tick.deadline = self._next_deadline()
+
+    def _dispatch(self, event: ServerEvent) -> None:
         now = trio.current_time()
         sched = self._scheduler
         match event:
-            case Request(id=rid, model=model, waiter=waiter):
-                self._waiters[rid] = waiter
-                sched.on_request(rid, model, now)
-            case Release(id=rid):
-                self._waiters.pop(rid, None)
-                sched.on_release(rid, now)
-            case Unload(id=uid, models=models, force=force, reply=reply):
-                self._unloads[uid] = reply
-                sched.on_unload(uid, models, now, force)
             case Started(model=model, generation=generation, pid=pid):
                 if (run := self._current(model, generation)) is not None:
                     run.pid = pid
