@@ -133,7 +133,8 @@ class Connection:
         # current request's read and write timeouts; None: no bound).
         self.read_silence: float | None = None
         self.write_silence: float | None = None
-        # Closed by the watch: the upstream said nothing for read_silence.
+        # Closed by the watch: the upstream was silent longer than read_silence or
+        # write_silence allowed.
         self.expired = False
 
     def close(self) -> None:
@@ -146,17 +147,33 @@ class Connection:
         return self.tcp is not None and self.tcp.is_readable()
 
     async def send(self, data: bytes) -> None:
-        timeout = self.write_silence
+        silence = self.write_silence
+        if silence is None:
+            watched = False
+        elif self.tcp is None:
+            return await self._send_within(silence, data)
+        else:
+            watched = True
+            self.watch.begin(self, silence)
         try:
-            if timeout is None:
-                await self.stream.send_all(data)
-                return
-            with trio.move_on_after(timeout):
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            if self.expired:
+                raise WriteTimeout(f"the upstream took no data for {silence:g} s") from None
+            raise WriteError(_reason(exc)) from exc
+        finally:
+            if watched:
+                self.watch.end(self)
+
+    async def _send_within(self, silence: float, data: bytes) -> None:
+        """A write bounded by its own cancel scope: for streams the watch cannot close."""
+        try:
+            with trio.move_on_after(silence):
                 await self.stream.send_all(data)
                 return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise WriteError(_reason(exc)) from exc
-        raise WriteTimeout(f"the upstream took no data for {timeout:g} s")
+        raise WriteTimeout(f"the upstream took no data for {silence:g} s")
 
     async def receive(self) -> bytes:
         silence = self.read_silence
@@ -188,11 +205,11 @@ class Connection:
 
 
 class SilenceWatch:
-    """The read timeouts of every connection of a pool, kept by one task. A cancel scope per
-    read would cost a scope's setup and teardown for every chunk of every stream (a fifth of
-    the proxy's CPU on paced streams); here a read only notes when its wait must end, and the
-    task closes a connection whose upstream stayed silent that long: its read then fails, and
-    says ReadTimeout."""
+    """The read and write timeouts of every connection of a pool, kept by one task. A cancel
+    scope per read would cost a scope's setup and teardown for every chunk of every stream (a
+    fifth of the proxy's CPU on paced streams); here a read or write only notes when its wait
+    must end, and the task closes a connection whose upstream stayed silent that long: the
+    read or write then fails, and says ReadTimeout or WriteTimeout."""
 
     def __init__(self) -> None:
         self._waiting: dict[Connection, float] = {}
