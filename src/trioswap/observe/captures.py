@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import functools
 import json
 import zlib
 from collections import deque
@@ -68,12 +69,18 @@ def header_map(headers: HeaderPairs) -> dict[str, str]:
     name, credentials masked."""
     out: dict[str, str] = {}
     for raw_name, raw_value in headers:
-        name = "-".join(part.capitalize() for part in raw_name.decode("latin-1").split("-"))
-        if name in out:
-            continue
-        secret = name.lower() in _SECRET_HEADERS or is_secret_name(name)
-        out[name] = MASK if secret else raw_value.decode("latin-1")
+        name, secret = _shown_name(raw_name)
+        if name not in out:
+            out[name] = MASK if secret else raw_value.decode("latin-1")
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _shown_name(raw_name: bytes) -> tuple[str, bool]:
+    """A header name as shown, and whether its value is a credential: worked out once per name
+    (clients send the same few names on every request)."""
+    name = "-".join(part.capitalize() for part in raw_name.decode("latin-1").split("-"))
+    return name, name.lower() in _SECRET_HEADERS or is_secret_name(name)
 
 
 def _headers_size(headers: dict[str, str]) -> int:
