@@ -1,15 +1,15 @@
 """Run every benchmark and regenerate benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run_all.py            # ~14 minutes on 2 cores
+    .venv/bin/python benchmarks/run_all.py            # ~17 minutes on 2 cores
     .venv/bin/python benchmarks/run_all.py --quick    # ~4 minutes, shorter runs, noisier
     .venv/bin/python benchmarks/run_all.py --only proxies,swap
 
 Each benchmark runs as its own process (overhead.py, proxies.py, swap.py, memory.py,
-connections.py, observability_overhead.py), one after the other, never two at once; their tables
-go to the terminal as they come and into RESULTS.md with the date, the machine, the exact
-commands and a summary of the targets (printed next to the numbers, never asserted: the exit
-status is 0 unless a benchmark fails). Ctrl-C or SIGTERM stops the running benchmark, which stops
-everything it started.
+connections.py, observability_overhead.py, relay_floor.py, startup.py), one after the other,
+never two at once; their tables go to the terminal as they come and into RESULTS.md with the
+date, the machine, the exact commands and a summary of the targets (printed next to the numbers,
+never asserted: the exit status is 0 unless a benchmark fails). Ctrl-C or SIGTERM stops the
+running benchmark, which stops everything it started.
 """
 
 from __future__ import annotations
@@ -74,6 +74,18 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], str]] = {
         [],
         ["--duration", "4", "--rounds", "2"],
         "what observability costs: minimal, default and heavy trioswaps next to direct",
+    ),
+    "relay_floor": (
+        "relay_floor.py",
+        [],
+        ["--quick"],
+        "paced streams through bare trio relays, trioswap and llama-swap: each proxy's CPU",
+    ),
+    "startup": (
+        "startup.py",
+        [],
+        ["--runs", "5"],
+        "exec -> a healthy /health, from the venv and from the zipapp",
     ),
 }
 
