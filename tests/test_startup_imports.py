@@ -35,11 +35,7 @@ NOT_AT_STARTUP = {
     "httpcore": "httpx's first use (health probes); trioswap's upstream client is pipeline/wire.py",
     "h11": "httpx's first use, through httpcore",
     "h2": "httpx's first use, through httpcore",
-}
-# Still imported at startup; each needs an import moved in a file being rewritten now. When
-# one is fixed its test passes unexpectedly, which fails: move it to NOT_AT_STARTUP then.
-PENDING = {
-    "trioswap.optimizer.core": "pipeline/stages/optimize.py, until a request is optimized",
+    "trioswap.optimizer.core": "the first request the optimizer works on (stages/optimize.py)",
 }
 
 
@@ -62,17 +58,6 @@ def test_not_imported_before_the_first_request(module: str, loaded: set[str]) ->
     assert not imported(module, loaded), (
         f"{module} is imported at startup; it belongs to {NOT_AT_STARTUP[module]}"
     )
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=why))
-        for m, why in PENDING.items()
-    ],
-)
-def test_pending_lazy_imports(module: str, loaded: set[str]) -> None:
-    assert not imported(module, loaded), f"{module} is imported at startup: {PENDING[module]}"
 
 
 def test_the_probe_sees_what_startup_needs(loaded: set[str]) -> None:

@@ -23,22 +23,14 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from trioswap.config import ModelConfig
 from trioswap.discovery.ollama import PREFIX
 from trioswap.errors import PromptTooLong
-from trioswap.optimizer.core import (
-    Memory,
-    Outcome,
-    Settings,
-    TooLong,
-    dropped_turns,
-    optimize,
-    with_summary,
-)
 from trioswap.optimizer.summary import Summaries, SummaryFailed, open_completer
 from trioswap.optimizer.tokens import Counter
 from trioswap.optimizer.transcript import Family, texts_of
@@ -48,6 +40,9 @@ from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.stages.translate import translate
 from trioswap.pipeline.upstream import upstream_timeouts
 from trioswap.supervisor import ModelState
+
+if TYPE_CHECKING:
+    from trioswap.optimizer.core import Memory, Outcome, Settings
 
 log = logging.getLogger("trioswap.optimizer")
 
@@ -79,7 +74,7 @@ class Optimize:
         self._windows = Windows()
         self._ollama = context.ollama
         # By model id: local ones, and those of Ollama's that requests named.
-        self._memories: defaultdict[str, Memory] = defaultdict(Memory)
+        self._memories: dict[str, Memory] = {}
         self._summaries: defaultdict[str, Summaries] = defaultdict(Summaries)
         self._no_window: set[str] = set()
         # Each local model's window, by (model, runtime context size).
@@ -127,18 +122,19 @@ class Optimize:
                     model.id,
                 )
             return False
+        core = _core()
         counter = await self._counter(exchange, model, body, family)
         budget = self._budget(body, window)
-        settings = Settings(
+        settings = core.Settings(
             policy,
             model.truncation_mode or "trim",
             budget,
             self._settings.target,
             self._settings.elide_over,
         )
-        memory = self._memories[model.id]
+        memory = self._memory(model.id)
         try:
-            outcome = optimize(
+            outcome = core.optimize(
                 body,
                 family,
                 settings,
@@ -147,7 +143,7 @@ class Optimize:
                 per_message=counter.per_message,
                 per_request=counter.per_request,
             )
-        except TooLong as exc:
+        except core.TooLong as exc:
             raise PromptTooLong(model.id, exc.tokens, exc.budget, window.tokens) from None
         if policy == "llm_assisted" and outcome.trimmed and outcome.dropped:
             outcome = await self._summarized(exchange, model, body, family, counter, outcome)
@@ -164,6 +160,12 @@ class Optimize:
 
         exchange.shrink = shrink
         return False
+
+    def _memory(self, model_id: str) -> Memory:
+        memory = self._memories.get(model_id)
+        if memory is None:
+            memory = self._memories[model_id] = _core().Memory()
+        return memory
 
     def _budget(self, body: Mapping[str, Any], window: Window) -> int:
         s = self._settings
@@ -223,7 +225,7 @@ class Optimize:
         if proxy is None:
             log.info("model %s: not running, so its dropped turns are not summarized", model.id)
             return outcome
-        turns = dropped_turns(body, family, outcome.dropped)
+        turns = _core().dropped_turns(body, family, outcome.dropped)
         if not turns:
             return outcome
         summaries = self._summaries[model.id]
@@ -261,7 +263,9 @@ class Optimize:
                 time.monotonic() - started,
             )
         assert summary is not None
-        summarized = with_summary(outcome, family, summary, counter.count, counter.per_message)
+        summarized = _core().with_summary(
+            outcome, family, summary, counter.count, counter.per_message
+        )
         if summarized is None:
             log.info(
                 "model %s: the summary does not fit the budget: trimmed as limit_only", model.id
@@ -297,13 +301,14 @@ class Optimize:
         budget = min(int(fits * sent / max(prompt_tokens, 1)), int(sent * 0.9))
         if budget <= 0:
             return False
-        retry = Settings(settings.policy, "trim", budget, settings.target, settings.elide_over)
-        outcome = optimize(
+        core = _core()
+        retry = core.Settings(settings.policy, "trim", budget, settings.target, settings.elide_over)
+        outcome = core.optimize(
             body,
             family,
             retry,
             counter.count,
-            self._memories[model.id],
+            self._memory(model.id),
             per_message=counter.per_message,
             per_request=counter.per_request,
         )
@@ -360,3 +365,11 @@ class Optimize:
                 "optimized": outcome.body,
             },
         )
+
+
+def _core() -> ModuleType:
+    """The pure optimizer, imported by the first request it works on rather than at startup
+    (issue 12: exec -> a healthy /health as short as it can be)."""
+    from trioswap.optimizer import core
+
+    return core
