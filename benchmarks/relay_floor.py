@@ -9,11 +9,12 @@ against trio's own floor on this machine.
 One responder (`python -m trioswap.responder`, --rate tokens/s, --chunks words) is the upstream
 of every mode: direct (no proxy); trio relay (streams) and trio relay (raw), benchmarks/
 trio_relay.py, a TCP relay that copies bytes without reading HTTP, on trio.SocketStream and on
-raw sockets with trio.lowlevel.wait_readable/wait_writable; trioswap; llama-swap. wrk keeps
---clients streams open (POST /v1/chat/completions, stream: true; the next when one ends). Each
-mode runs --duration seconds, split into --rounds interleaved rounds whose order rotates. The
-proxy's CPU is user + system time from /proc/PID/stat over each round's window (the proxy's own
-process; trioswap's and llama-swap's model is a `sleep`, the responder runs apart).
+raw sockets (trioswap's LeanStream: trio.lowlevel.wait_readable/wait_writable); trioswap;
+llama-swap. wrk keeps --clients streams open (POST /v1/chat/completions, stream: true; the next
+when one ends). Each mode runs --duration seconds, split into --rounds interleaved rounds whose
+order rotates. The proxy's CPU is user + system time from /proc/PID/stat over each round's
+window (the proxy's own process; trioswap's and llama-swap's model is a `sleep`, the responder
+runs apart).
 """
 
 from __future__ import annotations

@@ -485,20 +485,13 @@ class ConnectionPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._shut()
+        self._closed = True
+        for origin in list(self._idle):
+            self._close_idle(origin)
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
         # What the body raised goes on as it was (not into the nursery's exception group).
         await self._tasks.__aexit__(None, None, None)
-
-    async def aclose(self) -> None:
-        self._shut()
-        await trio.lowlevel.checkpoint()
-
-    def _shut(self) -> None:
-        self._closed = True
-        for origin in list(self._idle):
-            self._close_idle(origin)
 
     async def close_idle(self, origin: Origin) -> None:
         """Close the idle connections to one origin (scheme, host, port)."""
