@@ -6,6 +6,7 @@ bodies answered before they are read, client disconnects."""
 from __future__ import annotations
 
 import json
+import signal
 
 import trio
 
@@ -250,3 +251,25 @@ async def test_the_control_plane_streams_through_the_front(launch: LaunchFn) -> 
             while b"model m" not in seen:
                 seen += await stream.receive_some(65536)
     assert b"model m" in seen
+
+
+async def test_shutdown_ends_idle_keep_alive_connections_while_streams_drain(
+    launch: LaunchFn,
+) -> None:
+    ts = await launch(config("--tokens-per-second 5 --response-text '" + "word " * 100 + "'"))
+    async with await connect(ts) as streaming, await connect(ts) as idle:
+        body = json.dumps(chat(stream=True)).encode()
+        await streaming.send_all(post("/v1/chat/completions", body))
+        await streaming.receive_some(65536)
+        await idle.send_all(get("/health"))
+        assert (await Reader(idle).response()).status == 200
+        # `idle` waits for its next request, with 75 s of keep-alive ahead; `streaming` gets
+        # shutdownTimeout to finish. The idle one is closed at once, not when the drain ends.
+        ts.process.send_signal(signal.SIGINT)
+        with trio.fail_after(5):
+            assert await idle.receive_some(65536) == b""
+        assert ts.process.returncode is None
+        assert await streaming.receive_some(65536)  # still streaming
+    # The stream's client gone, nothing is in flight: trioswap ends.
+    with trio.fail_after(10):
+        assert await ts.process.wait() == 0

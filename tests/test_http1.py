@@ -20,6 +20,7 @@ from fuzz.stage_fakes import Parsed
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trioswap.deadline_watch import DeadlineWatch
 from trioswap.errors import PayloadTooLarge, RequestTimeout
 from trioswap.web.http1 import (
     MAX_HEAD,
@@ -359,6 +360,32 @@ async def test_a_small_pipelined_head_after_a_large_body_is_not_a_431() -> None:
     )
     assert [p.path for p in parsed] == ["/1", "/2"]
     assert status is None
+
+
+async def test_an_idle_wait_ended_by_its_deadline_says_no_request_but_a_request_in_wins(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """How the front ends a keep-alive connection idle too long (or at shutdown): the
+    connection's wait for its next request is on a DeadlineWatch."""
+    wire = Wire()
+    conn = connection(wire)
+    watch = DeadlineWatch()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.read_loop)
+        nursery.start_soon(watch.run)
+        await wire.send(post(b"one", path=b"/1"))
+        watch.begin(conn, 75.0)
+        first = await conn.next_request()  # already in: the deadline does not matter
+        watch.end(conn)
+        assert first is not None and first.path == "/1"
+        conn.finished(first)
+        start = trio.current_time()
+        watch.begin(conn, 75.0)
+        assert await conn.next_request() is None
+        watch.end(conn)
+        assert trio.current_time() == start + 75.0
+        assert conn.expired and not conn.gone
+        nursery.cancel_scope.cancel()
 
 
 async def test_an_upgrade_hands_over_the_bytes_after_its_head() -> None:

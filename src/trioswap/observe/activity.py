@@ -12,7 +12,8 @@ Every database call runs in a worker thread (`trio.to_thread.run_sync`) on one c
 call at a time under a `trio.Lock`. `add` is cheap: it gives the record its id, queues it and
 returns; `run` (a task for the app's nursery) writes the queue in batches, one thread call each.
 A query writes the queue first, so it sees every record added before it; without `run`, the
-queue is written by queries, by `aclose`, and by `add` itself once `PENDING_LIMIT` records wait.
+queue is written by queries, by `aclose`, and by `add` itself once `PENDING_LIMIT` records wait
+(`queue` leaves that `flush` to its caller).
 A failed write is logged and its records dropped: activity is worth less than the requests.
 
 The schema's version is SQLite's `user_version`; `MIGRATIONS[n]` takes version n to n + 1, in a
@@ -344,16 +345,25 @@ class ActivityStore(trio.abc.AsyncResource):
         """`record` as stored: with its id, and its fields bounded (text clipped, numbers
         that cannot be measures made None). Written within FLUSH_INTERVAL; seen by every
         later query."""
+        stored = self.queue(record)
+        if self.backlogged:
+            await self.flush()
+        return stored
+
+    def queue(self, record: ActivityRecord) -> ActivityRecord:
+        """`add` without waiting: a caller that queues must `flush` once `backlogged`."""
         if self._connection is None:
             raise trio.ClosedResourceError("the activity store is closed")
         stored = _bounded(record, record.id or self.reserve_id())
-        if not self._cap:
-            return stored
-        self._pending.append(stored)
-        self._wake.set()
-        if len(self._pending) >= PENDING_LIMIT:
-            await self._flush()
+        if self._cap:
+            self._pending.append(stored)
+            self._wake.set()
         return stored
+
+    @property
+    def backlogged(self) -> bool:
+        """PENDING_LIMIT records wait: the writer is behind (or not running)."""
+        return len(self._pending) >= PENDING_LIMIT
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The writer: writes what `add` queued, in batches, until cancelled; then what is
@@ -366,10 +376,10 @@ class ActivityStore(trio.abc.AsyncResource):
                 # records, not one each (queries write what is pending first, so they see all).
                 await trio.sleep(FLUSH_INTERVAL)
                 self._wake = trio.Event()
-                await self._flush()
+                await self.flush()
         finally:
             with trio.move_on_after(SHUTDOWN_FLUSH, shield=True):
-                await self._flush()
+                await self.flush()
 
     async def query(self, params: Params) -> dict[str, Any]:
         """`GET /api/metrics/activity`: `{"data": [records], "page", "limit", "total",
@@ -405,7 +415,7 @@ class ActivityStore(trio.abc.AsyncResource):
             error = await trio.to_thread.run_sync(_write_and_close, connection, batch, self._cap)
         _log_write_error(error, batch)
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
         if not self._pending or self._connection is None:
             return
         await self._read(lambda _: None)

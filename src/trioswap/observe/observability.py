@@ -4,7 +4,8 @@ activity record with its token counts and speeds, the capture, the metrics and t
 `Observability.begin` is called when an exchange starts (it enters the in-flight list and, with
 `captureBuffer`, starts its capture); `ObservedTransport` sees the response go to the client
 (status, headers, every chunk: counted, metered for usage, captured); `finish` runs once the
-exchange is over, however it ended, and files the record. The usage meter reads what the client
+exchange is over, however it ended, and files the record. Neither waits: `finish` queues the
+record, and the store's own task writes it. The usage meter reads what the client
 receives, so a translated reply is metered in the client's family.
 """
 
@@ -169,7 +170,9 @@ class Observability:
         exchange.on_model = partial(setattr, entry, "model")
         return Watch(entry, record_id, capture)
 
-    async def finish(self, watch: Watch, exchange: Exchange, disconnected: bool) -> None:
+    def finish(self, watch: Watch, exchange: Exchange, disconnected: bool) -> None:
+        """File the exchange's record (queued: the caller flushes the store when it is
+        `backlogged`), count it in the metrics and publish it."""
         now = time.time()
         self.inflight.leave(watch.entry)
         capture = watch.capture
@@ -207,7 +210,7 @@ class Observability:
             user_agent=watch.entry.user_agent,
             has_capture=capture is not None,
         )
-        stored = await self.activity.add(record)
+        stored = self.activity.queue(record)
         self.metrics.observe_request(
             model,
             exchange.path,

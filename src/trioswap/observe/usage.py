@@ -163,7 +163,9 @@ class UsageMeter:
             if self._last_report is not self._first_report and self._last_report is not None:
                 reports.append(self._last_report)
         else:
-            reports = [self._body_head, self._body_tail[-BODY_TAIL:]]
+            reports = [self._body_head]
+            if self._body_tail:
+                reports.append(self._body_tail[-BODY_TAIL:])
         return self._usage(reports)
 
     # --- streams ---

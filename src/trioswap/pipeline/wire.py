@@ -37,6 +37,7 @@ import certifi
 import httptools
 import trio
 
+from trioswap.deadline_watch import DeadlineWatch
 from trioswap.lean_stream import LeanStream
 from trioswap.pipeline.transport_errors import (
     ConnectError,
@@ -121,7 +122,7 @@ class Connection:
     )
 
     def __init__(
-        self, origin: Origin, stream: trio.abc.Stream, tcp: LeanStream | None, watch: SilenceWatch
+        self, origin: Origin, stream: trio.abc.Stream, tcp: LeanStream | None, watch: DeadlineWatch
     ) -> None:
         self.origin = origin
         self.stream = stream
@@ -141,6 +142,12 @@ class Connection:
         """Close at once, without a checkpoint (safe in a `finally` under cancellation)."""
         if self.tcp is not None:
             self.tcp.close()
+
+    def expire(self) -> None:
+        """The upstream was silent longer than read_silence or write_silence allowed (told by
+        the pool's watch): the read or write waiting on it fails, and says it timed out."""
+        self.expired = True
+        self.close()
 
     def stale(self) -> bool:
         """Readable while idle: the server closed it, or sent what nobody asked for."""
@@ -202,44 +209,6 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ReadError(_reason(exc)) from exc
         raise ReadTimeout(f"the upstream sent nothing for {silence:g} s")
-
-
-class SilenceWatch:
-    """The read and write timeouts of every connection of a pool, kept by one task. A cancel
-    scope per read would cost a scope's setup and teardown for every chunk of every stream (a
-    fifth of the proxy's CPU on paced streams); here a read or write only notes when its wait
-    must end, and the task closes a connection whose upstream stayed silent that long: the
-    read or write then fails, and says ReadTimeout or WriteTimeout."""
-
-    def __init__(self) -> None:
-        self._waiting: dict[Connection, float] = {}
-        self._wake_at = math.inf
-        self._sleep: trio.CancelScope | None = None
-
-    def begin(self, connection: Connection, silence: float) -> None:
-        due = trio.current_time() + silence
-        self._waiting[connection] = due
-        if due < self._wake_at:
-            self._wake_at = due
-            if self._sleep is not None:
-                self._sleep.deadline = due
-
-    def end(self, connection: Connection) -> None:
-        del self._waiting[connection]
-
-    async def run(self) -> None:
-        while True:
-            with trio.CancelScope(deadline=self._wake_at) as self._sleep:
-                await trio.sleep_forever()
-            now = trio.current_time()
-            wake = math.inf
-            for connection, due in list(self._waiting.items()):
-                if due <= now:
-                    connection.expired = True
-                    connection.close()
-                elif due < wake:
-                    wake = due
-            self._wake_at = wake
 
 
 class _Head:
@@ -473,7 +442,7 @@ class ConnectionPool:
         self._idle: dict[Origin, collections.deque[Connection]] = {}
         self._idle_count = 0
         self._closed = False
-        self._watch = SilenceWatch()
+        self._watch = DeadlineWatch()
         # The watch's task: the pool is a resource that owns it (entered and left with the
         # pool, in the task that uses the pool).
         self._tasks = trio.open_nursery()

@@ -229,8 +229,11 @@ class Router:
         return math.inf if deadline is None else deadline
 
     def _rearm(self) -> None:
-        """The scheduler was handed something: its next deadline may have moved."""
-        self._tick.deadline = self._next_deadline()
+        """The scheduler was handed something: its next deadline may have moved (setting a
+        scope's deadline costs a trip through trio's deadline heap, so only when it did)."""
+        deadline = self._next_deadline()
+        if deadline != self._tick.deadline:
+            self._tick.deadline = deadline
 
     def _dispatch(self, event: ServerEvent) -> None:
         now = trio.current_time()

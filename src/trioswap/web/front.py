@@ -20,6 +20,7 @@ from contextlib import AsyncExitStack
 import trio
 
 from trioswap.clip import clip
+from trioswap.deadline_watch import DeadlineWatch
 from trioswap.errors import (
     Forbidden,
     MethodNotAllowed,
@@ -75,8 +76,9 @@ class Front:
         self._body_timeout = body_timeout
         self._observability = observability
         self.in_flight = InFlight()
-        # Connections waiting for their next request: closed when shutdown begins.
-        self._idle: set[trio.CancelScope] = set()
+        # Connections waiting for their next request: ended after KEEP_ALIVE_TIMEOUT, or when
+        # shutdown begins.
+        self._idle = DeadlineWatch()
         self._closing = False
 
     async def serve(
@@ -90,17 +92,19 @@ class Front:
         listener.setblocking(False)
         host, port = listener.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        async with trio.open_nursery() as connections:
-            async with trio.open_nursery() as accepting:
-                accepting.start_soon(self._accept, listener, connections)
-                task_status.started([f"http://{shown}:{port}"])
-                await stop_accepting.wait()
-                accepting.cancel_scope.cancel()
-            listener.close()
-            self._closing = True
-            self.in_flight.close()
-            for scope in self._idle:
-                scope.cancel()
+        async with trio.open_nursery() as watching:
+            watching.start_soon(self._idle.run)
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(self._accept, listener, connections)
+                    task_status.started([f"http://{shown}:{port}"])
+                    await stop_accepting.wait()
+                    accepting.cancel_scope.cancel()
+                listener.close()
+                self._closing = True
+                self.in_flight.close()
+                self._idle.expire_all()
+            watching.cancel_scope.cancel()
 
     async def _accept(self, listener: socket.socket, connections: trio.Nursery) -> None:
         while True:
@@ -149,18 +153,16 @@ class Front:
         """Answer the connection's next request; whether the connection goes on."""
         if self._closing and conn.served:
             return False
-        with trio.CancelScope() as idle:
-            idle.deadline = trio.current_time() + KEEP_ALIVE_TIMEOUT
-            self._idle.add(idle)
-            try:
-                request = await conn.next_request()
-            except MalformedRequest as exc:
-                body = error_bytes(Family.OPENAI, exc, new_request_id())
-                await write_simple(conn.stream, exc.status, body)
-                return False
-            finally:
-                self._idle.discard(idle)
-        if idle.cancelled_caught or request is None:
+        self._idle.begin(conn, KEEP_ALIVE_TIMEOUT)
+        try:
+            request = await conn.next_request()
+        except MalformedRequest as exc:
+            body = error_bytes(Family.OPENAI, exc, new_request_id())
+            await write_simple(conn.stream, exc.status, body)
+            return False
+        finally:
+            self._idle.end(conn)
+        if request is None:
             return False
         try:
             return await self._answer(conn, client, pool, request)
@@ -278,8 +280,10 @@ class Front:
             transport.on_gone = _nothing
             if watch is not None:
                 assert observability is not None
-                with trio.CancelScope(shield=True):
-                    await observability.finish(watch, exchange, sink.state is not DONE)
+                observability.finish(watch, exchange, sink.state is not DONE)
+                if observability.activity.backlogged:
+                    with trio.CancelScope(shield=True):
+                        await observability.activity.flush()
 
 
 async def _linger(stream: LeanStream) -> None:

@@ -153,6 +153,8 @@ class Http1Connection:
         self._changed = trio.Event()
         self._room = trio.Event()
         self.gone = False
+        # Waited too long for its next request, or shutdown ended the wait (see `expire`).
+        self.expired = False
         self.error: MalformedRequest | None = None
         # After an upgrade request: the bytes that came after its head (the new protocol's).
         self.upgraded: bytes | None = None
@@ -215,6 +217,11 @@ class Http1Connection:
             self._changed = trio.Event()
         await self._changed.wait()
 
+    def expire(self) -> None:
+        """End the wait for the next request: `next_request` says None unless one is in."""
+        self.expired = True
+        self._wake()
+
     def consumed(self, size: int) -> None:
         self._buffered -= size
         self._room.set()
@@ -264,11 +271,12 @@ class Http1Connection:
     # -- the handler's side ------------------------------------------------------------------
 
     async def next_request(self) -> Request | None:
-        """The next request's head; None once the client has gone (or upgraded)."""
+        """The next request's head; None once the client has gone (or upgraded), or the wait
+        was ended (`expire`)."""
         while not self._requests:
             if self.error is not None:
                 raise self.error
-            if self.gone or self.upgraded is not None:
+            if self.gone or self.expired or self.upgraded is not None:
                 return None
             await self.changed()
         return self._requests[0]
