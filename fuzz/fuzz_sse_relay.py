@@ -9,7 +9,7 @@ body byte for byte and in order, and a complete ending. After a failure, `Sink.f
 the shape the response is in: a JSON error while nothing was sent, an error event after events.
 The same holds when loading progress was already streamed and the model's answer continues it;
 then an answer that is no event stream cannot continue it, and ends it with an error event.
-What the plain pass-through relays (`Sink.relay`) is the upstream's body bytes untouched, and
+What the plain pass-through relays (`Sink.relay_writer`) is the upstream's body bytes untouched, and
 when chunked they are a whole chunked encoding of the payload relayed beside them.
 """
 
@@ -33,7 +33,15 @@ with atheris.instrument_imports():
     from trioswap.observe.logs import LogHub
     from trioswap.pipeline.exchange import Exchange
     from trioswap.pipeline.loading import ChatProgress
-    from trioswap.pipeline.sink import BYTES, DONE, EVENTS, PENDING, ResponseState, Sink
+    from trioswap.pipeline.sink import (
+        BYTES,
+        DONE,
+        EVENTS,
+        PENDING,
+        RelayWrite,
+        ResponseState,
+        Sink,
+    )
     from trioswap.pipeline.stage import StageContext
     from trioswap.pipeline.stages.stream import Stream
     from trioswap.pipeline.wire import ConnectionPool, Origin, RequestTimeouts
@@ -94,13 +102,18 @@ class Recorder:
         assert not self.ended, "a body chunk after the end"
         self.chunks.append((chunk, more))
 
-    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
-        assert chunked or raw == body, "unframed bytes relayed unlike their payload"
-        assert not self.raw or chunked == self.chunked, "the framing changed mid-response"
-        await self.body(body, True)
-        self.chunked = chunked
-        self.raw.append(raw)
-        self.relayed.append(body)
+    def relay_writer(self, chunked: bool, tap: object = None) -> RelayWrite:
+        assert tap is None, "no observer here"
+
+        async def write(raw: bytes, body: bytes) -> None:
+            assert chunked or raw == body, "unframed bytes relayed unlike their payload"
+            assert not self.raw or chunked == self.chunked, "the framing changed mid-response"
+            await self.body(body, True)
+            self.chunked = chunked
+            self.raw.append(raw)
+            self.relayed.append(body)
+
+        return write
 
     def check_framing(self) -> None:
         """After a response relayed to its end: chunked bytes encode what was relayed."""

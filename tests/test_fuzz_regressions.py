@@ -14,7 +14,7 @@ from trioswap.config import loads
 from trioswap.errors import ModelNotFound
 from trioswap.observe.logs import LogHub
 from trioswap.pipeline.exchange import Exchange
-from trioswap.pipeline.sink import Sink
+from trioswap.pipeline.sink import RelayWrite, Sink
 from trioswap.pipeline.stage import StageContext
 from trioswap.pipeline.stages.resolve import body_model
 from trioswap.pipeline.stages.stream import Stream
@@ -40,8 +40,11 @@ class Recorder:
     async def body(self, chunk: bytes, more: bool) -> None:
         self.data += chunk
 
-    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
-        self.data += body
+    def relay_writer(self, chunked: bool, tap: object = None) -> RelayWrite:
+        async def write(raw: bytes, body: bytes) -> None:
+            self.data += body
+
+        return write
 
 
 async def relay(wire: bytes) -> Recorder:

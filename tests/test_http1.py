@@ -848,7 +848,7 @@ async def test_head_gets_the_head_only(headers: list[tuple[bytes, bytes]]) -> No
     wire = Wire()
     transport = transport_on(wire, request("HEAD"))
     await transport.start(200, headers)
-    await transport.relay(b"5\r\nhello\r\n", b"hello", True)
+    await transport.relay_writer(True)(b"5\r\nhello\r\n", b"hello")
     sent = await written(transport, wire, (b"hello", True), (b"", False))
     assert undated(sent).endswith(b"\r\n\r\n") and b"hello" not in sent
     assert len(wire.writes) == 1
@@ -904,9 +904,12 @@ async def test_relayed_chunks_pass_untouched_and_the_end_adds_nothing() -> None:
     transport = transport_on(wire, request())
     await transport.start(200, [(b"content-type", b"application/json")])
     raw = [b"5;ext=x\r\nhello\r\n", b"1\r\n \r\n5\r\nworld\r\n", b"0\r\nx-trailer: t\r\n\r\n"]
+    tapped: list[bytes] = []
+    write = transport.relay_writer(True, tapped.append)
     for piece, payload in zip(raw, [b"hello", b" world", b""], strict=True):
-        await transport.relay(piece, payload, True)
+        await write(piece, payload)
     await transport.body(b"", False)
+    assert tapped == [b"hello", b" world"]  # every payload but the empty one
     assert len(wire.writes) == 3  # the head with the first bytes, then as they came
     assert wire.writes[1:] == raw[1:]
     assert undated(wire.writes[0]).endswith(b"transfer-encoding: chunked\r\n\r\n" + raw[0])
@@ -919,7 +922,7 @@ async def test_an_error_event_after_relayed_chunks_is_framed_and_ends_the_body()
     transport = transport_on(wire, request())
     await transport.start(200, [(b"content-type", b"text/event-stream")])
     event = b'data: {"a":1}\n\n'
-    await transport.relay(b"%x\r\n%s\r\n" % (len(event), event), event, True)
+    await transport.relay_writer(True)(b"%x\r\n%s\r\n" % (len(event), event), event)
     error = b'data: {"error": {"message": "upstream went away"}}\n\n'
     await transport.body(error, False)
     assert wire.writes[-1] == b"%x\r\n%s\r\n0\r\n\r\n" % (len(error), error)
@@ -941,9 +944,12 @@ async def test_relay_sends_the_payload_when_framings_differ(
     wire = Wire()
     transport = transport_on(wire, request("POST", version))
     await transport.start(200, headers)
-    await transport.relay(b"5\r\nhello\r\n" if chunked else b"hello", b"hello", chunked)
+    tapped: list[bytes] = []
+    write = transport.relay_writer(chunked, tapped.append)
+    await write(b"5\r\nhello\r\n" if chunked else b"hello", b"hello")
     await transport.body(b"", False)
     assert undated(wire.received).split(b"\r\n\r\n", 1)[1] == body
+    assert tapped == [b"hello"]
 
 
 async def test_answering_before_the_body_is_in_closes_the_connection_after() -> None:
@@ -985,7 +991,8 @@ async def test_other_heads_leave_with_the_first_body_bytes() -> None:
     assert len(wire.writes) == 1 and wire.writes[0].endswith(b"\r\n\r\n2\r\n{}\r\n")
 
 
-async def test_a_write_to_a_gone_client_tells_on_gone() -> None:
+@pytest.mark.parametrize("relayed", [False, True])
+async def test_a_write_to_a_gone_client_tells_on_gone(relayed: bool) -> None:
     left, right = trio.socket.socketpair()
     stream = trio.SocketStream(left)
     calls = []
@@ -995,7 +1002,10 @@ async def test_a_write_to_a_gone_client_tells_on_gone() -> None:
     await transport.start(200, [(b"content-type", b"application/json")])
     right.close()
     with pytest.raises(trio.BrokenResourceError):
-        await transport.body(b"{}", True)
+        if relayed:
+            await transport.relay_writer(True)(b"2\r\n{}\r\n", b"{}")
+        else:
+            await transport.body(b"{}", True)
     assert calls == ["gone"] and transport.close_after
     await stream.aclose()
 

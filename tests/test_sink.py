@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trioswap.errors import ModelNotFound, PayloadTooLarge, Unauthorized, UpstreamTimeout
-from trioswap.pipeline.sink import BYTES, DONE, EVENTS, PENDING, Sink, SinkStateError
+from trioswap.pipeline.sink import (
+    BYTES,
+    DONE,
+    EVENTS,
+    PENDING,
+    RelayWrite,
+    Sink,
+    SinkStateError,
+)
 from trioswap.protocols.errors import Family, Headers
 
 
@@ -29,6 +37,12 @@ class Recorder:
     async def body(self, chunk: bytes, more: bool) -> None:
         assert self.head is not None and (not self.chunks or self.chunks[-1][1])
         self.chunks.append((chunk, more))
+
+    def relay_writer(self, chunked: bool, tap: object = None) -> RelayWrite:
+        async def write(raw: bytes, body: bytes) -> None:
+            await self.body(body, True)
+
+        return write
 
     @property
     def text(self) -> bytes:
@@ -125,6 +139,18 @@ async def test_illegal_moves_raise() -> None:
     for move in (s.send(b"x"), s.end(), s.start(200, []), s.respond(200, b"")):
         with pytest.raises(SinkStateError):
             await move
+
+
+async def test_a_body_is_relayed_only_while_the_response_is_open() -> None:
+    s, sent = sink()
+    with pytest.raises(SinkStateError):
+        s.relay_writer(False)  # nothing started
+    await s.start(200, [])
+    await s.relay_writer(False)(b"raw", b"raw")
+    await s.end()
+    assert sent.chunks == [(b"raw", True), (b"", False)]
+    with pytest.raises(SinkStateError):
+        s.relay_writer(False)  # ended
 
 
 MOVES = st.lists(

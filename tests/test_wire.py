@@ -97,14 +97,26 @@ async def serving(upstream: Upstream) -> AsyncIterator[str]:
 
 
 async def get_raw(
-    pool: ConnectionPool, url: str, method: bytes = b"GET", path: str = "/x", **request: object
+    pool: ConnectionPool,
+    url: str,
+    method: bytes = b"GET",
+    path: str = "/x",
+    relay: bool = False,
+    **request: object,
 ) -> tuple[int, bytes, bytes, bool]:
-    """(status, raw body, payload, chunked) of one request."""
+    """(status, raw body, payload, chunked) of one request, read by `aiter_raw` (or `relay`)."""
     async with pool.stream(method, url + path, **request) as response:  # type: ignore[arg-type]
-        raw = body = b""
-        async for wire, payload in response.aiter_raw():
-            raw += wire
-            body += payload
+        pairs: list[tuple[bytes, bytes]] = []
+        if relay:
+
+            async def write(wire: bytes, payload: bytes) -> None:
+                pairs.append((wire, payload))
+
+            await response.relay(write)
+        else:
+            pairs = [pair async for pair in response.aiter_raw()]
+        raw = b"".join(wire for wire, _ in pairs)
+        body = b"".join(payload for _, payload in pairs)
         return response.status, raw, body, response.chunked
 
 
@@ -115,8 +127,8 @@ CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED_BOD
 async def test_chunked_with_extensions_and_trailers_relayed_as_sent_and_reused() -> None:
     upstream = Upstream([CHUNKED, CHUNKED])
     async with serving(upstream) as url, ConnectionPool() as pool:
-        for _ in range(2):
-            status, raw, body, chunked = await get_raw(pool, url)
+        for relay in (False, True):
+            status, raw, body, chunked = await get_raw(pool, url, relay=relay)
             assert (status, raw, body, chunked) == (200, CHUNKED_BODY, b"abc0123456789", True)
     assert upstream.connections == 1
 
@@ -518,3 +530,47 @@ def test_raw_is_the_body_as_sent_and_body_its_payload(case: tuple[bytes, bytes, 
             return raw, body, streamed == payload
 
     assert trio.run(relay) == (sent, payload, True)
+
+
+@st.composite
+def chunk_lines(draw: st.DrawFn) -> bytes:
+    """A chunked body of well-formed and hostile pieces: sizes with leading zeros past 16
+    digits, spaces, bare LF, sizes that do not match their data, extensions, the last chunk."""
+    pieces = []
+    for _ in range(draw(st.integers(1, 6))):
+        data = draw(st.binary(max_size=40))
+        size = draw(
+            st.sampled_from(
+                [b"%x", b"%X", b"%016x", b"%017x", b" %x", b"%x ", b"x%x", b"%x;e=1", b"%x;\r"]
+            )
+        ) % (len(data) + draw(st.sampled_from([0, 0, 0, 1, -1])))
+        end = draw(st.sampled_from([b"\r\n", b"\r\n", b"\n"]))
+        pieces.append(size + end + data + draw(st.sampled_from([b"\r\n", b"\r\n", b"", b"\n"])))
+    return b"".join(pieces) + draw(st.sampled_from([b"0\r\n\r\n", b"0\r\nt: 1\r\n\r\n", b""]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunk_lines())
+def test_any_chunked_body_reads_the_same_whole_or_byte_by_byte(body: bytes) -> None:
+    """Whole chunks in one read take a fast path; split ones the scanner. Both say the same:
+    the same bytes relayed, or the same error."""
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+
+    def outcome(reads: list[bytes]) -> object:
+        async def connect(origin: Origin, timeouts: RequestTimeouts) -> Replay:
+            await trio.lowlevel.checkpoint()
+            return Replay(list(reads))
+
+        async def relay() -> object:
+            async with ConnectionPool(connect=connect) as pool:
+                try:
+                    return await get_raw(pool, "http://upstream")
+                except RemoteProtocolError as exc:
+                    return str(exc)
+
+        return trio.run(relay)
+
+    head_end = wire.index(b"\r\n\r\n") + 4
+    whole = outcome([wire])
+    split = outcome([wire[:head_end], *(bytes([b]) for b in wire[head_end:])])
+    assert whole == split

@@ -37,7 +37,7 @@ from trioswap.protocols.errors import Headers
 
 if TYPE_CHECKING:
     from trioswap.pipeline.exchange import Exchange
-    from trioswap.pipeline.sink import Transport
+    from trioswap.pipeline.sink import RelayWrite, Tap, Transport
     from trioswap.supervisor import ModelState, Supervisor
 
 
@@ -268,10 +268,10 @@ class ObservedTransport:
             self._tap(chunk)
         await self._inner.body(chunk, more)
 
-    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
-        if body:
-            self._tap(body)
-        await self._inner.relay(raw, body, chunked)
+    def relay_writer(self, chunked: bool, tap: Tap | None = None) -> RelayWrite:
+        # The inner transport taps each chunk for us: no layer of our own per chunk.
+        assert tap is None, "one observer per response"
+        return self._inner.relay_writer(chunked, self._tap)
 
     def _tap(self, chunk: bytes) -> None:
         watch = self._watch

@@ -14,7 +14,7 @@ and retries) only call these methods; the runner only calls `fail`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from functools import partial
 from typing import Protocol
@@ -33,17 +33,25 @@ from trioswap.protocols.errors import (
 EVENT_STREAM_HEADERS: Headers = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
 
 
+# Sees a response's payload as it passes (observability's meter and capture).
+Tap = Callable[[bytes], None]
+# Passes one piece of an upstream's body on: (raw, body), see `Transport.relay_writer`.
+RelayWrite = Callable[[bytes, bytes], Awaitable[None]]
+
+
 class Transport(Protocol):
     """How bytes reach the client: a status line and headers once, then body chunks."""
 
     async def start(self, status: int, headers: Headers) -> None: ...
     async def body(self, chunk: bytes, more: bool) -> None: ...
-    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
-        """Body bytes as the upstream framed them: `raw` as they came on the wire, `body` the
-        payload they carry (the same bytes unless `chunked`, when `raw` has the chunk framing
-        and, over the whole response, ends with the last chunk). A transport that frames its
-        response the same way sends `raw` untouched; the response still ends with `body(b"",
-        False)`."""
+    def relay_writer(self, chunked: bool, tap: Tap | None = None) -> RelayWrite:
+        """How an upstream's body passes through as the upstream framed it: the function
+        returned is called with each piece as `(raw, body)`, `raw` as it came on the wire and
+        `body` the payload it carries (the same bytes unless `chunked`, when `raw` has the
+        chunk framing and, over the whole response, ends with the last chunk). A transport
+        that frames its response the same way sends `raw` untouched; the response still ends
+        with `body(b"", False)`. `tap`, if given, is shown every non-empty payload first.
+        One call per chunk, no layers: this is the relay's hot path."""
 
 
 class ResponseState(Enum):
@@ -88,12 +96,14 @@ class Sink:
             raise SinkStateError(f"body chunk sent while {state.value}")
         await self.transport.body(chunk, True)
 
-    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
-        """Body bytes passed through as the upstream framed them (see `Transport.relay`)."""
+    def relay_writer(self, chunked: bool) -> RelayWrite:
+        """How an upstream's body passes through as it was framed (see
+        `Transport.relay_writer`), checked against the state once rather than per chunk: the
+        response stays started until `end` or `fail`, which the relaying stage calls after."""
         state = self.state
         if state is not EVENTS and state is not BYTES:
-            raise SinkStateError(f"body chunk relayed while {state.value}")
-        await self.transport.relay(raw, body, chunked)
+            raise SinkStateError(f"body relayed while {state.value}")
+        return self.transport.relay_writer(chunked)
 
     async def end(self, chunk: bytes = b"") -> None:
         state = self.state

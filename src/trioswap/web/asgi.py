@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from trioswap.errors import TrioswapError
-from trioswap.pipeline.sink import DONE, Sink
+from trioswap.pipeline.sink import DONE, RelayWrite, Sink, Tap
 from trioswap.protocols.errors import Family, Headers
 
 Scope = MutableMapping[str, Any]
@@ -46,9 +46,14 @@ class AsgiTransport:
             self.before_end()
         await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
 
-    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
+    def relay_writer(self, chunked: bool, tap: Tap | None = None) -> RelayWrite:
         # hypercorn frames the response itself.
-        await self.body(body, True)
+        async def write(raw: bytes, body: bytes) -> None:
+            if body and tap is not None:
+                tap(body)
+            await self.body(body, True)
+
+        return write
 
 
 def shield_last_body(app: ASGIApp) -> ASGIApp:

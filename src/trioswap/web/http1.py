@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import httptools
@@ -27,6 +28,9 @@ import trio
 
 from trioswap.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from trioswap.protocols.errors import Headers
+
+if TYPE_CHECKING:
+    from trioswap.pipeline.sink import RelayWrite, Tap
 
 READ_SIZE = 65536
 # Unconsumed body bytes (or a pipelined request) after which the reader waits.
@@ -475,12 +479,32 @@ class FrontTransport:
         if chunk or self._head:
             await self._write(chunk)
 
-    async def relay(self, raw: bytes, body: bytes, chunked: bool) -> None:
-        if self.framing == CHUNKED and chunked and not self.head_only:
+    def relay_writer(self, chunked: bool, tap: Tap | None = None) -> RelayWrite:
+        if not (self.framing == CHUNKED and chunked and not self.head_only):
+
+            async def framed(raw: bytes, body: bytes) -> None:
+                if body and tap is not None:
+                    tap(body)
+                await self.body(body, True)
+
+            return framed
+        send_all = self._stream.send_all
+
+        # `_write`, inlined: one frame per chunk between the upstream's read and the send.
+        async def passed(raw: bytes, body: bytes) -> None:
+            if body and tap is not None:
+                tap(body)
             self._raw = True
-            await self._write(raw)
-        else:
-            await self.body(body, True)
+            if self._head:
+                raw = self._head + raw
+                self._head = b""
+            try:
+                await send_all(raw)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._gone()
+                raise
+
+        return passed
 
     async def _write(self, data: bytes) -> None:
         if self._head:
@@ -489,11 +513,15 @@ class FrontTransport:
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.close_after = True
-            self.on_gone()
-            # The exchange is cancelled now, and this checkpoint raises that.
-            await trio.lowlevel.checkpoint()
+            await self._gone()
             raise
+
+    async def _gone(self) -> None:
+        """The client cannot be written to: the exchange is cancelled (the caller raises)."""
+        self.close_after = True
+        self.on_gone()
+        # The exchange is cancelled now, and this checkpoint raises that.
+        await trio.lowlevel.checkpoint()
 
 
 async def write_simple(

@@ -2,10 +2,10 @@
 model, and stream the response back unbuffered.
 
 Status and headers go to the client as soon as the upstream's arrive, then every body chunk as it
-arrives: when nothing transforms the answer, as the upstream framed it (`Sink.relay`), so a front
-that frames its response the same way passes the bytes on untouched. trioswap's own pool
-(`wire.ConnectionPool`) keeps upstream connections alive between requests (see DESIGN.md, "The
-hot path").
+arrives: when nothing transforms the answer, as the upstream framed it (`Sink.relay_writer`),
+so a front that frames its response the same way passes the bytes on untouched. trioswap's own
+pool (`wire.ConnectionPool`) keeps upstream connections alive between requests (see DESIGN.md,
+"The hot path").
 """
 
 from __future__ import annotations
@@ -179,9 +179,7 @@ class Stream:
                 elif length := response_header(response, b"content-length"):
                     out.append((b"content-length", length))
                 await sink.start(response.status, out, events=events)
-                chunked = response.chunked
-                async for raw, body in response.aiter_raw():
-                    await sink.relay(raw, body, chunked)
+                await response.relay(sink.relay_writer(response.chunked))
         await sink.end()
         return True
 
