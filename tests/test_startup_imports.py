@@ -62,3 +62,33 @@ def test_not_imported_before_the_first_request(module: str, loaded: set[str]) ->
 
 def test_the_probe_sees_what_startup_needs(loaded: set[str]) -> None:
     assert {"trio", "trioswap.app", "trioswap.config"} <= loaded
+
+
+PLUGIN_PROBE = """
+import importlib.metadata, os
+scans = []
+real = importlib.metadata.entry_points
+def counted(*args, **kwargs):
+    scans.append(kwargs.get("group"))
+    return real(*args, **kwargs)
+importlib.metadata.entry_points = counted  # before pydantic takes its own reference
+import trioswap.config
+print(scans.count("pydantic"), os.environ.get("PYDANTIC_DISABLE_PLUGINS"))
+"""
+
+
+@pytest.mark.parametrize("setting", [None, "some_plugin"])
+def test_building_the_config_models_scans_no_plugins_and_leaves_the_environment(
+    setting: str | None,
+) -> None:
+    """pydantic's plugin scan walks every installed distribution (from the zipapp: its whole
+    archive); the config's models are built without it, and the environment model servers
+    inherit is left as it was."""
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = setting
+    done = subprocess.run(
+        [sys.executable, "-c", PLUGIN_PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", str(setting)]

@@ -12,11 +12,20 @@ its key. `Planned` marks keys llama-swap has and trioswap reads but does not act
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (
+# pydantic looks for plugins (the entry points of every installed distribution) as it builds each
+# model class: ~0.1 s of a start from the zipapp, whose archive the scan walks, for plugins that
+# have no business in trioswap's config. Off while this module builds its models; put back at its
+# end, as the model servers trioswap starts inherit its environment.
+_NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+_plugins_setting = os.environ.get(_NO_PLUGINS)
+os.environ[_NO_PLUGINS] = "__all__"
+
+from pydantic import (  # noqa: E402 - after the switch above
     AfterValidator,
     BaseModel,
     BeforeValidator,
@@ -618,3 +627,9 @@ class File(Section):
         alias="allowedHosts",
         description="Host header values accepted besides loopback names and the listen address",
     )
+
+
+if _plugins_setting is None:
+    del os.environ[_NO_PLUGINS]
+else:
+    os.environ[_NO_PLUGINS] = _plugins_setting
