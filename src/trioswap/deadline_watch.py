@@ -27,10 +27,13 @@ class DeadlineWatch:
         self._waiting: dict[Expirable, float] = {}
         self._wake_at = math.inf
         self._sleep: trio.CancelScope | None = None
+        # trio's time; once the task runs, read from the run's clock itself (one call per wait
+        # on the hot path, not three).
+        self._now = trio.current_time
 
     def begin(self, waiter: Expirable, seconds: float) -> None:
         """`waiter` waits, for at most `seconds` from now."""
-        due = trio.current_time() + seconds
+        due = self._now() + seconds
         self._waiting[waiter] = due
         if due < self._wake_at:
             self._wake_at = due
@@ -49,6 +52,7 @@ class DeadlineWatch:
 
     async def run(self) -> None:
         """The task: until cancelled."""
+        self._now = trio.lowlevel.current_clock().current_time
         while True:
             with trio.CancelScope(deadline=self._wake_at) as self._sleep:
                 await trio.sleep_forever()
