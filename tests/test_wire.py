@@ -97,26 +97,18 @@ async def serving(upstream: Upstream) -> AsyncIterator[str]:
 
 
 async def get_raw(
-    pool: ConnectionPool,
-    url: str,
-    method: bytes = b"GET",
-    path: str = "/x",
-    relay: bool = False,
-    **request: object,
+    pool: ConnectionPool, url: str, method: bytes = b"GET", path: str = "/x", **request: object
 ) -> tuple[int, bytes, bytes, bool]:
-    """(status, raw body, payload, chunked) of one request, read by `aiter_raw` (or `relay`)."""
+    """(status, raw body, payload, chunked) of one request, read by `relay`."""
     async with pool.stream(method, url + path, **request) as response:  # type: ignore[arg-type]
-        pairs: list[tuple[bytes, bytes]] = []
-        if relay:
+        raw = body = b""
 
-            async def write(wire: bytes, payload: bytes) -> None:
-                pairs.append((wire, payload))
+        async def write(wire: bytes, payload: bytes) -> None:
+            nonlocal raw, body
+            raw += wire
+            body += payload
 
-            await response.relay(write)
-        else:
-            pairs = [pair async for pair in response.aiter_raw()]
-        raw = b"".join(wire for wire, _ in pairs)
-        body = b"".join(payload for _, payload in pairs)
+        await response.relay(write)
         return response.status, raw, body, response.chunked
 
 
@@ -127,8 +119,8 @@ CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED_BOD
 async def test_chunked_with_extensions_and_trailers_relayed_as_sent_and_reused() -> None:
     upstream = Upstream([CHUNKED, CHUNKED])
     async with serving(upstream) as url, ConnectionPool() as pool:
-        for relay in (False, True):
-            status, raw, body, chunked = await get_raw(pool, url, relay=relay)
+        for _ in range(2):
+            status, raw, body, chunked = await get_raw(pool, url)
             assert (status, raw, body, chunked) == (200, CHUNKED_BODY, b"abc0123456789", True)
     assert upstream.connections == 1
 
@@ -236,7 +228,7 @@ async def test_leaving_early_closes_the_connection() -> None:
     upstream = Upstream([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", OK])
     async with serving(upstream) as url, ConnectionPool() as pool:
         async with pool.stream(b"GET", url + "/") as response:
-            async for _ in response.aiter_raw():
+            async for _ in response.aiter_stream():
                 break
         assert await get_raw(pool, url) == (200, b"ok", b"ok", False)
     assert upstream.connections == 2
@@ -346,13 +338,16 @@ async def test_silence_mid_body_is_a_read_timeout(autojump_clock: trio.testing.M
         ConnectionPool() as pool,
         pool.stream(b"GET", url + "/x", extensions=timeouts(5.0)) as response,
     ):
-        chunks = response.aiter_raw()
-        assert (await chunks.__anext__())[1] == b"abc"
-        await trio.sleep(100)  # the consumer's own pace is not the upstream's silence
-        began = trio.current_time()
+        began: list[float] = []
+
+        async def write(raw: bytes, body: bytes) -> None:
+            assert body == b"abc" and not began
+            await trio.sleep(100)  # the consumer's own pace is not the upstream's silence
+            began.append(trio.current_time())
+
         with pytest.raises(ReadTimeout, match="sent nothing for 5 s"):
-            await chunks.__anext__()
-        assert trio.current_time() - began == pytest.approx(5.0, abs=0.01)
+            await response.relay(write)
+        assert trio.current_time() - began[0] == pytest.approx(5.0, abs=0.01)
 
 
 async def test_a_slow_reader_is_not_a_silent_upstream(

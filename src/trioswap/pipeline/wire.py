@@ -1,7 +1,7 @@
 """trioswap's HTTP/1.1 client to upstreams: a keep-alive connection pool on trio streams that
-hands a response's body over as the bytes that came on the wire (`Response.aiter_raw`) as well
-as decoded (`Response.aiter_stream`), so a front that frames its response the same way relays
-them untouched instead of decoding and encoding every chunk again.
+hands a response's body over as the bytes that came on the wire (`Response.relay`) as well as
+decoded (`Response.aiter_stream`), so a front that frames its response the same way relays them
+untouched instead of decoding and encoding every chunk again.
 
 The call surface is httpcore's connection pool's (`pool.stream(method=, url=, headers=,
 content=, extensions=)`, with `URL` in place of httpcore's), and failures are the classes of
@@ -237,7 +237,7 @@ class _Head:
 
 class Response:
     """An upstream's response once its head is in: `status`, `headers` as received, `chunked`,
-    and its body through `aiter_raw()` or `aiter_stream()` (read once, by one of them)."""
+    and its body through `relay()` or `aiter_stream()` (read once, by one of them)."""
 
     __slots__ = (
         "_buffer",
@@ -280,18 +280,15 @@ class Response:
         """The body was read to its end."""
         return self._mode == _DONE
 
-    def aiter_raw(self) -> _RawBody:
-        """(raw, body) pairs: `raw` the bytes as they came (chunk framing and the last chunk
-        included when `chunked`), `body` the payload they carry; `body` may be empty."""
-        return _RawBody(self)
-
     def aiter_stream(self) -> _Payload:
         """The payload, decoded from its framing, in non-empty pieces."""
         return _Payload(self)
 
     async def relay(self, write: Callable[[bytes, bytes], Awaitable[object]]) -> None:
-        """The body to its end through `write(raw, body)`: the pairs of `aiter_raw` in one
-        loop, without an iterator's layer per chunk (the relay's hot path)."""
+        """The body to its end through `write(raw, body)`, one call per read: `raw` the bytes
+        as they came (chunk framing and the last chunk included when `chunked`), `body` the
+        payload they carry (may be empty). One loop, no iterator's layer per chunk: the
+        relay's hot path."""
         next_pair = self._next
         while (pair := await next_pair()) is not None:
             await write(pair[0], pair[1])
@@ -409,22 +406,6 @@ def _chunk_size(line: bytes) -> int:
     if not size or len(size) > 16 or size.strip(_HEX):
         raise RemoteProtocolError(f"a malformed chunk size: {line[:80]!r}")
     return int(size, 16)
-
-
-class _RawBody:
-    __slots__ = ("_response",)
-
-    def __init__(self, response: Response) -> None:
-        self._response = response
-
-    def __aiter__(self) -> _RawBody:
-        return self
-
-    async def __anext__(self) -> tuple[bytes, bytes]:
-        pair = await self._response._next()
-        if pair is None:
-            raise StopAsyncIteration
-        return pair
 
 
 class _Payload:
