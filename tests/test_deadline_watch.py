@@ -3,10 +3,22 @@ virtual clock."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 import trio.testing
 
 from trioswap.deadline_watch import DeadlineWatch
+
+
+@asynccontextmanager
+async def running(watch: DeadlineWatch) -> AsyncIterator[None]:
+    """`watch`'s task, for the block's length."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.run)
+        yield
+        nursery.cancel_scope.cancel()
 
 
 class Waiter:
@@ -22,8 +34,7 @@ async def test_a_wait_past_its_deadline_expires_then_and_not_before(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     watch = DeadlineWatch()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch.run)
+    async with running(watch):
         start = trio.current_time()
         waiter = Waiter()
         watch.begin(waiter, 5.0)
@@ -31,15 +42,13 @@ async def test_a_wait_past_its_deadline_expires_then_and_not_before(
         assert waiter.expired_at is None
         await trio.sleep(1.0)
         assert waiter.expired_at == start + 5.0
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_wait_that_ends_in_time_never_expires(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     watch = DeadlineWatch()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch.run)
+    async with running(watch):
         waiter = Waiter()
         for _ in range(3):  # the same waiter, waiting again and again
             watch.begin(waiter, 5.0)
@@ -47,15 +56,13 @@ async def test_a_wait_that_ends_in_time_never_expires(
             watch.end(waiter)
         await trio.sleep(100.0)
         assert waiter.expired_at is None
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_short_wait_begun_while_a_long_one_waits_expires_on_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     watch = DeadlineWatch()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch.run)
+    async with running(watch):
         long, short = Waiter(), Waiter()
         watch.begin(long, 100.0)
         await trio.sleep(1.0)  # the task now sleeps until the long wait's deadline
@@ -66,7 +73,6 @@ async def test_a_short_wait_begun_while_a_long_one_waits_expires_on_time(
         assert long.expired_at is None
         await trio.sleep(100.0)
         assert long.expired_at == start - 1.0 + 100.0
-        nursery.cancel_scope.cancel()
 
 
 async def test_waits_begun_before_the_task_runs_are_kept(
@@ -77,19 +83,16 @@ async def test_waits_begun_before_the_task_runs_are_kept(
     waiters = [Waiter() for _ in range(5)]
     for seconds, waiter in enumerate(waiters, start=1):
         watch.begin(waiter, float(seconds))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch.run)
+    async with running(watch):
         await trio.sleep(10.0)
         assert [w.expired_at for w in waiters] == [start + s for s in range(1, 6)]
-        nursery.cancel_scope.cancel()
 
 
 async def test_expire_all_ends_every_wait_now_and_forgets_them(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     watch = DeadlineWatch()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch.run)
+    async with running(watch):
         waiters = [Waiter() for _ in range(3)]
         for waiter in waiters:
             watch.begin(waiter, 60.0)
@@ -99,4 +102,3 @@ async def test_expire_all_ends_every_wait_now_and_forgets_them(
         for waiter in waiters:
             watch.end(waiter)  # a waiter ending its expired wait is no error
         await trio.sleep(120.0)  # and none is told twice (Waiter.expire asserts it)
-        nursery.cancel_scope.cancel()

@@ -330,8 +330,8 @@ class Response:
     def _dechunk(self, data: bytes) -> tuple[bytes, bytes]:
         """One read of a chunked body: the part of it that belongs to the body, its payload."""
         pos, end = 0, len(data)
-        body = b""
-        pieces: list[bytes] | None = None
+        # The payload's pieces (joined at the end: one piece is returned as it is, not copied).
+        pieces: list[bytes] = []
         phase = self._phase
         if phase == _SIZE and not self._line:
             # Reads of whole data chunks (a model server writes one per event) by one regex
@@ -343,26 +343,14 @@ class Response:
                 stop = start + size
                 if not size or data[stop : stop + 2] != b"\r\n" or start - pos > MAX_LINE:
                     break
-                piece = data[start:stop]
-                if not body:
-                    body = piece
-                elif pieces is None:
-                    pieces = [body, piece]
-                else:
-                    pieces.append(piece)
+                pieces.append(data[start:stop])
                 pos = stop + 2
             if pos == end:
-                return data, body if pieces is None else b"".join(pieces)
+                return data, b"".join(pieces)
         while pos < end:
             if phase == _DATA:
                 take = min(self._left, end - pos)
-                piece = data if take == end else data[pos : pos + take]
-                if not body:
-                    body = piece
-                elif pieces is None:
-                    pieces = [body, piece]
-                else:
-                    pieces.append(piece)
+                pieces.append(data if take == end else data[pos : pos + take])
                 pos += take
                 self._left -= take
                 if not self._left:
@@ -398,7 +386,7 @@ class Response:
                 if b":" not in line or self._trailers > MAX_TRAILERS:
                     raise RemoteProtocolError(f"a malformed trailer: {line[:80]!r}")
         self._phase = phase
-        return data, body if pieces is None else b"".join(pieces)
+        return data, b"".join(pieces)
 
 
 def _chunk_size(line: bytes) -> int:
