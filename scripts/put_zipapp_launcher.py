@@ -16,16 +16,17 @@ MAIN = "__main__.py"
 
 
 def put_launcher(archive: Path) -> None:
-    data = archive.read_bytes()
+    launcher = LAUNCHER.read_bytes()
     with zipfile.ZipFile(archive) as source:
         # The shebang shiv wrote before the zip's first entry.
-        prefix = data[: min(info.header_offset for info in source.infolist())]
+        with archive.open("rb") as file:
+            prefix = file.read(min(info.header_offset for info in source.infolist()))
         rebuilt = archive.with_name(archive.name + ".tmp")
         with rebuilt.open("wb") as file:
             file.write(prefix)
             with zipfile.ZipFile(file, "w") as target:
                 for info in source.infolist():
-                    content = LAUNCHER.read_bytes() if info.filename == MAIN else source.read(info)
+                    content = launcher if info.filename == MAIN else source.read(info)
                     target.writestr(info, content)
     os.chmod(rebuilt, archive.stat().st_mode)
     rebuilt.replace(archive)
