@@ -9,8 +9,9 @@ against trio's own floor on this machine.
 One responder (`python -m trioswap.responder`, --rate tokens/s, --chunks words) is the upstream
 of every mode: direct (no proxy); trio relay (streams) and trio relay (raw), benchmarks/
 trio_relay.py, a TCP relay that copies bytes without reading HTTP, on trio.SocketStream and on
-raw sockets (trioswap's LeanStream: trio.lowlevel.wait_readable/wait_writable); trioswap;
-llama-swap. wrk keeps --clients streams open (POST /v1/chat/completions, stream: true; the next
+raw sockets (trioswap's LeanStream: trio.lowlevel.wait_readable/wait_writable); asyncio relay,
+benchmarks/asyncio_relay.py, the same relay on the standard library's asyncio protocols (how
+much of the floor is trio's); trioswap; llama-swap. wrk keeps --clients streams open (POST /v1/chat/completions, stream: true; the next
 when one ends). Each mode runs --duration seconds, split into --rounds interleaved rounds whose
 order rotates. The proxy's CPU is user + system time from /proc/PID/stat over each round's
 window (the proxy's own process; trioswap's and llama-swap's model is a `sleep`, the responder
@@ -36,12 +37,17 @@ from proxies import TARGET_PACED_CPU_PERCENT, chat, rotated, streams_relayed
 
 HERE = Path(__file__).resolve().parent
 MODEL = "paced"
-RELAYS = {"trio relay (streams)": "streams", "trio relay (raw)": "raw"}
-RELAY_LISTENING = re.compile(r"trio relay listening on (http://\S+)")
+# Relay → its script and options (beside this file; the upstream is added) and its log's name.
+RELAYS = {
+    "trio relay (streams)": (["trio_relay.py", "--mode", "streams"], "trio-relay-streams"),
+    "trio relay (raw)": (["trio_relay.py", "--mode", "raw"], "trio-relay-raw"),
+    "asyncio relay": (["asyncio_relay.py"], "asyncio-relay"),
+}
+RELAY_LISTENING = re.compile(r"relay listening on (http://\S+)")
 WARMUP_SECONDS = 1.0
 # trioswap and llama-swap proxy to the shared responder; their model process only has to live.
 PLACEHOLDER = {"cmd": "sleep infinity", "checkEndpoint": "none"}
-LOGGED = ("responder-paced", "trio-relay-streams", "trio-relay-raw", "trioswap", "llama-swap")
+LOGGED = ("responder-paced", *(log for _, log in RELAYS.values()), "trioswap", "llama-swap")
 QUICK = {"duration": 2.0, "rounds": 1, "chunks": 25}
 
 
@@ -67,9 +73,9 @@ def start_modes(
 ) -> tuple[dict[str, tuple[str, int]], str]:
     """mode -> (base URL, proxy pid; 0 for direct), and llama-swap's version or why it is out."""
     modes = {"direct": (upstream, 0)}
-    for name, kind in RELAYS.items():
-        argv = [args.python, str(HERE / "trio_relay.py"), "--upstream", upstream, "--mode", kind]
-        proc = h.spawn(f"trio-relay-{kind}", argv, watch=True)
+    for name, ((script, *options), log) in RELAYS.items():
+        argv = [args.python, str(HERE / script), *options, "--upstream", upstream]
+        proc = h.spawn(log, argv, watch=True)
         modes[name] = (proc.wait_for_line(RELAY_LISTENING, 30).group(1), proc.pid)
     models = {MODEL: {**PLACEHOLDER, "proxy": upstream}}
     ts = h.start_trioswap(harness.trioswap_config(models), python=args.python)
