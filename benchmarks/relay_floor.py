@@ -11,12 +11,11 @@ of every mode: direct (no proxy); trio relay (streams) and trio relay (raw), ben
 trio_relay.py, a TCP relay that copies bytes without reading HTTP, on trio.SocketStream and on
 raw sockets (trioswap's LeanStream: trio.lowlevel.wait_readable/wait_writable); asyncio relay,
 benchmarks/asyncio_relay.py, the same relay on the standard library's asyncio protocols (how
-much of the floor is trio's); trioswap; llama-swap. wrk keeps --clients streams open (POST /v1/chat/completions, stream: true; the next
-when one ends). Each mode runs --duration seconds, split into --rounds interleaved rounds whose
-order rotates. The proxy's CPU is user + system time from /proc/PID/stat over each round's
-window (the proxy's own process; trioswap's and llama-swap's model is a `sleep`, the responder
-runs apart).
-"""
+much of the floor is trio's); trioswap; llama-swap. wrk keeps --clients streams open (POST
+/v1/chat/completions, stream: true; the next when one ends). Each mode runs --duration seconds,
+split into --rounds interleaved rounds whose order rotates. The proxy's CPU is user + system
+time from /proc/PID/stat over each round's window (the proxy's own process; trioswap's and
+llama-swap's model is a `sleep`, the responder runs apart)."""
 
 from __future__ import annotations
 
