@@ -88,7 +88,9 @@ def launch() -> None:
         return
     # The archive itself holds only shiv's bootstrap now; left first on sys.path, its importer
     # (pure Python) would be asked first for every module trioswap imports.
-    sys.path.remove(__loader__.archive)  # type: ignore[name-defined]
+    archive_entry = __loader__.archive  # type: ignore[name-defined]
+    if archive_entry in sys.path:
+        sys.path.remove(archive_entry)
     add_site_packages(site_packages)
     run_entry_point(shiv_env["entry_point"])
 
