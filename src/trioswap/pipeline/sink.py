@@ -39,6 +39,20 @@ Tap = Callable[[bytes], None]
 RelayWrite = Callable[[bytes, bytes], Awaitable[None]]
 
 
+def payload_writer(
+    body: Callable[[bytes, bool], Awaitable[None]], tap: Tap | None = None
+) -> RelayWrite:
+    """A `RelayWrite` for a transport that frames its response itself: each piece's payload
+    goes to `body(payload, True)`, shown to `tap` first."""
+
+    async def write(raw: bytes, payload: bytes) -> None:
+        if payload and tap is not None:
+            tap(payload)
+        await body(payload, True)
+
+    return write
+
+
 class Transport(Protocol):
     """How bytes reach the client: a status line and headers once, then body chunks."""
 

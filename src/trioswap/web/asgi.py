@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from trioswap.errors import TrioswapError
-from trioswap.pipeline.sink import DONE, RelayWrite, Sink, Tap
+from trioswap.pipeline.sink import DONE, RelayWrite, Sink, Tap, payload_writer
 from trioswap.protocols.errors import Family, Headers
 
 Scope = MutableMapping[str, Any]
@@ -48,12 +48,7 @@ class AsgiTransport:
 
     def relay_writer(self, chunked: bool, tap: Tap | None = None) -> RelayWrite:
         # hypercorn frames the response itself.
-        async def write(raw: bytes, body: bytes) -> None:
-            if body and tap is not None:
-                tap(body)
-            await self.body(body, True)
-
-        return write
+        return payload_writer(self.body, tap)
 
 
 def shield_last_body(app: ASGIApp) -> ASGIApp:

@@ -27,6 +27,7 @@ import httptools
 import trio
 
 from trioswap.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from trioswap.pipeline.sink import payload_writer
 from trioswap.protocols.errors import Headers
 
 if TYPE_CHECKING:
@@ -481,13 +482,7 @@ class FrontTransport:
 
     def relay_writer(self, chunked: bool, tap: Tap | None = None) -> RelayWrite:
         if not (self.framing == CHUNKED and chunked and not self.head_only):
-
-            async def framed(raw: bytes, body: bytes) -> None:
-                if body and tap is not None:
-                    tap(body)
-                await self.body(body, True)
-
-            return framed
+            return payload_writer(self.body, tap)
         send_all = self._stream.send_all
 
         # `_write`, inlined: one frame per chunk between the upstream's read and the send.
